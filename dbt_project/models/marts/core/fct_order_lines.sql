@@ -1,0 +1,15 @@
+-- The clean purchase lines, netted for returns: the fact every purchase feature is built from.
+
+select
+    purchase_key,
+    order_id,
+    user_id,
+    item_id,
+    ordered_at,
+    quantity,
+    returned_quantity,
+    net_quantity,
+    unit_price,
+    net_revenue,
+    country
+from {{ ref('int_order_lines') }}

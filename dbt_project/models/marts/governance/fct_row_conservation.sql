@@ -1,0 +1,51 @@
+-- Raw rows = clean rows + quarantined rows, per relation. Raw counts are read straight from the
+-- source files, so a row lost anywhere in staging shows up here (and fails assert_rows_conserved).
+
+with counts as (
+
+    {% if uses_canonical_files() %}
+    {% for relation in ['events', 'items', 'users'] %}
+    select
+        '{{ relation }}' as relation,
+        (select count(*) from {{ source('shop', relation) }}) as raw_rows,
+        {% if relation == 'events' -%}
+        (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
+        {%- elif relation == 'items' -%}
+        (select count(*) from {{ ref('stg_shop__items') }} where rule_codes is null) as clean_rows
+        {%- else -%}
+        (select count(*) from {{ ref('stg_shop__users') }} where rule_codes is null) as clean_rows
+        {%- endif %}
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+    {% else %}
+    select
+        'events' as relation,
+        (select count(*) from {{ source('online_retail', 'invoice_lines') }}) as raw_rows,
+        (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
+    {% endif %}
+
+),
+
+quarantined as (
+
+    select
+        relation,
+        count(*) as quarantined_rows,
+        sum(case when rule_codes like '%duplicate_row%' then 1 else 0 end) as duplicate_rows,
+        sum(case when rule_codes = 'after_as_of' then 1 else 0 end) as held_rows
+    from {{ ref('fct_quarantine') }}
+    group by relation
+
+)
+
+select
+    '{{ aisle_source() }}' as source_name,
+    counts.relation,
+    cast(counts.raw_rows as bigint) as raw_rows,
+    cast(counts.clean_rows as bigint) as clean_rows,
+    cast(coalesce(quarantined.quarantined_rows, 0) as bigint) as quarantined_rows,
+    cast(coalesce(quarantined.duplicate_rows, 0) as bigint) as duplicate_rows,
+    cast(coalesce(quarantined.held_rows, 0) as bigint) as held_rows,
+    counts.raw_rows = counts.clean_rows + coalesce(quarantined.quarantined_rows, 0) as is_balanced
+from counts
+left join quarantined on counts.relation = quarantined.relation

@@ -1,0 +1,67 @@
+{{ config(enabled=aisle_source() == 'online_retail') }}
+
+{%- set columns = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] %}
+
+with source as (
+
+    select * from {{ source('online_retail', 'invoice_lines') }}
+
+),
+
+raw as (
+
+    select
+        {{ source_row_number() }} as source_row_number,
+        {{ raw_text_columns(columns) }}
+    from source
+
+),
+
+numbered as (
+
+    select *, {{ occurrence(columns) }} as occurrence
+    from raw
+
+),
+
+parsed as (
+
+    select
+        *,
+        {{ try_cast('trim(quantity_raw)', 'integer') }} as quantity_signed,
+        upper(trim(invoiceno_raw)) like 'C%' as is_cancellation,
+        {{ regexp_replace_all('trim(description_raw)', '\\s+', ' ') }} as description_clean
+    from numbered
+
+),
+
+typed as (
+
+    select
+        'online_retail' as source_name,
+        {{ row_key('online_retail.invoice_lines', columns) }} as row_key,
+        source_row_number,
+        occurrence,
+        cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as varchar) as user_id,
+        nullif(upper(trim(stockcode_raw)), '') as item_id,
+        case when is_cancellation then 'return' else 'purchase' end as event_type,
+        {{ try_parse_timestamp('trim(invoicedate_raw)') }} as event_at,
+        case when is_cancellation then abs(quantity_signed) else quantity_signed end as quantity,
+        {{ try_cast('trim(unitprice_raw)', 'decimal(12, 2)') }} as unit_price,
+        nullif(upper(trim(invoiceno_raw)), '') as order_id,
+        nullif(trim(country_raw), '') as country,
+        description_clean as item_text,
+        {{ rule_codes([
+            ('non_product_code', "not " ~ regexp_matches('trim(stockcode_raw)', '^[0-9]{5}[A-Za-z]*$')),
+            ('stock_note', "not is_cancellation and quantity_signed < 0 and (description_clean is null or "
+                ~ regexp_matches('lower(description_clean)', var('stock_note_pattern', '(^[?]+)|damage|check|lost|missing|thrown|throw away|wet|smashed|crush|adjust|unsaleable|sold as|wrong|mix|found|rust|ebay|dotcom|amazon|faulty|broken|display|sample|mould|incorrect|crack|smudge|destroy|label|barcode') ) ~ ")"),
+            ('malformed_quantity', "quantity_signed is null"),
+            ('malformed_price', "nullif(trim(unitprice_raw), '') is null or " ~ try_cast('trim(unitprice_raw)', 'decimal(12, 2)') ~ " is null"),
+            ('non_positive_quantity', "not is_cancellation and quantity_signed <= 0"),
+        ]) }} as adapter_rule_codes,
+        {{ row_to_json(columns) }} as raw_values
+    from parsed
+
+)
+
+select * from typed

@@ -1,0 +1,6 @@
+-- balance: every raw row is either clean or quarantined, per relation (returns failing rows).
+{{ config(severity='error', tags=['balance']) }}
+
+select *
+from {{ ref('fct_row_conservation') }}
+where not is_balanced

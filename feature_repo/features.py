@@ -1,0 +1,90 @@
+"""Aisle's Feast repository: entities, the feature views dbt documents, recommendations, services.
+
+Entity -> source -> FeatureView -> versioned FeatureService, as in Feast's `local` template. The views
+over dbt marts are generated from the dbt manifest (dbt_features.py); only the view the scorer
+writes, user_recommendations, is defined here.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from dbt_features import feature_models_to_views
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float32, String
+
+OWNER = "recsys@aisle.example"
+
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="A shop customer, keyed by an id that carries no PII.",
+)
+item = Entity(
+    name="item",
+    join_keys=["item_id"],
+    value_type=ValueType.STRING,
+    description="A catalogue item (a stock code in Online Retail).",
+)
+
+_views = feature_models_to_views({"user_id": user, "item_id": item})
+user_stats: FeatureView = _views["user_stats"]
+item_stats: FeatureView = _views["item_stats"]
+user_item_stats: FeatureView = _views["user_item_stats"]
+item_text: FeatureView = _views["item_text"]
+user_history: FeatureView = _views["user_history"]
+
+_published = Path(os.environ.get("AISLE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")) / "published"
+
+user_recommendations = FeatureView(
+    name="user_recommendations",
+    entities=[user],
+    ttl=timedelta(days=0),
+    schema=[
+        Field(name="item_ids", dtype=Array(String), description="Recommended item ids, best first."),
+        Field(name="scores", dtype=Array(Float32), description="Ranker score of each recommended item."),
+        Field(
+            name="sources",
+            dtype=Array(String),
+            description="Why each item was a candidate: embedding, repeat, co_purchase or popular.",
+        ),
+        Field(name="run_id", dtype=String, description="The scoring run that published the list."),
+    ],
+    source=FileSource(
+        name="user_recommendations_source",
+        path=str(_published / "user_recommendations.parquet"),
+        timestamp_field="event_timestamp",
+        description="Written by `make score` (scoring/publish.py), one row per user and run.",
+    ),
+    online=True,
+    description="Each active user's top-N recommendations, as the last successful scoring run published them.",
+    owner=OWNER,
+    tags={"producer": "scoring", "team": "recsys"},
+)
+
+ranking_v1 = FeatureService(
+    name="ranking_v1",
+    features=[user_stats, item_stats, user_item_stats],
+    description="Features the ranker reads for a (user, item) pair: user RFM, item popularity, affinity.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "ranker"},
+)
+
+recommendations_v1 = FeatureService(
+    name="recommendations_v1",
+    features=[user_recommendations],
+    description="A user's published top-N recommendations with scores and candidate sources.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "storefront"},
+)
+
+item_text_v1 = FeatureService(
+    name="item_text_v1",
+    features=[item_text],
+    description="Clean title, category and attributes of an item, for display and text models.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "search"},
+)

@@ -1,0 +1,1 @@
+"""Candidate retrieval: a FAISS index over item embeddings and the other candidate sources."""

@@ -1,0 +1,118 @@
+"""Candidate sources a shopper would expect, merged per user before ranking.
+
+- embedding: FAISS top-K items for the user's history embedding (the fine-tuned two-tower model);
+- repeat: everything the user bought before (repeat purchases dominate gift and grocery shops);
+- co_purchase: item-kNN, items bought by the same users as the user's items (cosine, binary);
+- popular: the items most bought in the last 30 days.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from retrieval import index as faiss_index
+
+SOURCES = ("repeat", "co_purchase", "embedding", "popular")
+
+
+def user_item_matrix(
+    lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+) -> sp.csr_matrix:
+    """Binary users x items purchase matrix over the given id orders."""
+    u = pd.Index(user_ids).get_indexer(lines["user_id"])
+    i = pd.Index(item_ids).get_indexer(lines["item_id"])
+    keep = (u >= 0) & (i >= 0)
+    data = np.ones(int(keep.sum()), dtype=np.float32)
+    matrix = sp.csr_matrix((data, (u[keep], i[keep])), shape=(len(user_ids), len(item_ids)))
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the positions and values of the k largest scores, best first."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-values, axis=1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+def _long(user_ids: np.ndarray, item_ids: np.ndarray, positions: np.ndarray, values: np.ndarray, source: str):
+    rows = np.repeat(np.arange(len(user_ids)), positions.shape[1])
+    flat_pos, flat_val = positions.ravel(), values.ravel()
+    keep = (flat_pos >= 0) & (flat_val > 0)
+    return pd.DataFrame(
+        {
+            "user_id": user_ids[rows[keep]],
+            "item_id": item_ids[flat_pos[keep]],
+            "source": source,
+            "source_score": flat_val[keep].astype(np.float32),
+        }
+    )
+
+
+def co_purchase(matrix: sp.csr_matrix, user_ids, item_ids, k: int, batch: int = 2048) -> pd.DataFrame:
+    """Item-kNN scores (sum of cosine similarities to the user's items), the user's own items excluded."""
+    counts = np.asarray(matrix.sum(axis=0)).ravel()
+    norms = np.sqrt(np.maximum(counts, 1.0))
+    co = (matrix.T @ matrix).tocsr().astype(np.float32)
+    co.setdiag(0)
+    similarity = sp.diags(1 / norms) @ co @ sp.diags(1 / norms)
+    frames = []
+    for start in range(0, matrix.shape[0], batch):
+        block = matrix[start : start + batch]
+        scores = np.asarray((block @ similarity).todense())
+        scores[block.nonzero()] = 0.0
+        positions, values = top_k_rows(scores, k)
+        frames.append(_long(user_ids[start : start + batch], item_ids, positions, values, "co_purchase"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def repeat(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every item the user bought, scored by purchase count discounted by age."""
+    grouped = lines.groupby(["user_id", "item_id"], as_index=False).agg(
+        times=("ordered_at", "size"), last=("ordered_at", "max")
+    )
+    age_days = (as_of - grouped["last"]).dt.total_seconds() / 86400
+    grouped["source_score"] = (np.log1p(grouped["times"]) * np.exp(-age_days / 90)).astype(np.float32)
+    return grouped.assign(source="repeat")[["user_id", "item_id", "source", "source_score"]]
+
+
+def popular(lines: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp, k: int) -> pd.DataFrame:
+    """The k items most bought (distinct buyers) in the 30 days before as_of, for every user."""
+    recent = lines[lines["ordered_at"] >= as_of - timedelta(days=30)]
+    if recent.empty:
+        recent = lines
+    top = recent.groupby("item_id")["user_id"].nunique().nlargest(k)
+    score = (top / top.max()).astype(np.float32)
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat(user_ids, len(top)),
+            "item_id": np.tile(top.index.to_numpy(), len(user_ids)),
+            "source": "popular",
+            "source_score": np.tile(score.to_numpy(), len(user_ids)),
+        }
+    )
+
+
+def embedding(index, user_vectors: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, k: int) -> pd.DataFrame:
+    scores, positions = faiss_index.search(index, user_vectors, k)
+    return _long(user_ids, item_ids, positions, np.maximum(scores, 1e-6), "embedding")
+
+
+def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per (user, item): each source's score as a column, and the first source in SOURCES order
+    that proposed it as the reason."""
+    long = pd.concat(frames, ignore_index=True)
+    wide = long.pivot_table(
+        index=["user_id", "item_id"], columns="source", values="source_score", aggfunc="max", fill_value=0.0
+    )
+    wide = wide.reindex(columns=list(SOURCES), fill_value=0.0).reset_index()
+    wide.columns.name = None
+    present = wide[list(SOURCES)].to_numpy() > 0
+    wide["source"] = np.array(SOURCES)[present.argmax(axis=1)]
+    return wide

@@ -1,0 +1,103 @@
+"""One folder per scoring run, holding every stage's files and a JSON manifest.
+
+Stages read and write files here (Parquet, .npy, FAISS index, checkpoints), so any stage can run alone,
+for example fine-tuning on a GPU host from the Parquet inputs. A run becomes "current" only after every
+stage and check passed: `promote()` swaps the `current` link atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+VERSIONED_PACKAGES = ("torch", "sentence-transformers", "transformers", "faiss-cpu", "feast", "dbt-core", "duckdb")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+@dataclass
+class RunFolder:
+    """A run's folder and manifest; `stage()` times each stage and records its counts."""
+
+    root: Path
+    run_id: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, runs_dir: Path, settings: dict[str, Any]) -> RunFolder:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        root = runs_dir / run_id
+        root.mkdir(parents=True, exist_ok=False)
+        run = cls(root=root, run_id=run_id)
+        run.manifest = {
+            "run_id": run_id,
+            "started_at": datetime.now(UTC).isoformat(),
+            "status": "running",
+            "settings": settings,
+            "versions": package_versions(),
+            "stages": {},
+        }
+        run.save()
+        return run
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time a stage; the caller fills the yielded dict with counts and metrics."""
+        record: dict[str, Any] = {}
+        start = time.perf_counter()
+        try:
+            yield record
+        except BaseException:
+            self.manifest["stages"][name] = {**record, "status": "failed"}
+            self.manifest["status"] = f"failed in {name}"
+            self.save()
+            raise
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        self.manifest["stages"][name] = record
+        self.manifest["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.root / "manifest.json.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
+        os.replace(tmp, self.root / "manifest.json")
+
+    def promote(self, runs_dir: Path) -> None:
+        """Point runs/current at this run, atomically (a symlink swapped by rename)."""
+        self.manifest["status"] = "succeeded"
+        self.manifest["finished_at"] = datetime.now(UTC).isoformat()
+        self.save()
+        link = runs_dir / "current"
+        tmp = runs_dir / f".current-{self.run_id}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.root.name)
+        os.replace(tmp, link)

@@ -1,0 +1,54 @@
+"""dbt and the DuckDB warehouse: build the models, then read marts for the scorer.
+
+dbt runs with the environment of the one settings object, so `make score` and a data engineer's `dbt build` build the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from scoring.settings import DBT_DIR, Settings
+
+
+class DbtBuildError(RuntimeError):
+    """dbt build failed; the message names the failing models and tests."""
+
+
+def dbt(settings: Settings, *args: str) -> None:
+    """Run one dbt command (e.g. "build") in the project with this workspace's environment.
+
+    dbt runs as its own process, as a data engineer would run it, so it holds the warehouse's write
+    lock only while it runs.
+    """
+    executable = str(Path(sys.executable).with_name("dbt"))
+    command = [executable, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
+    result = subprocess.run(command, env={**os.environ, **settings.environ()}, cwd=DBT_DIR, check=False)
+    if result.returncode != 0:
+        raise DbtBuildError(
+            f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are listed "
+            f"above and in {DBT_DIR / 'target' / 'run_results.json'}"
+        )
+
+
+def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the warehouse dbt built (dbt holds the write lock only while it runs)."""
+    path = settings.warehouse_path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run dbt build first (make dbt).")
+    return duckdb.connect(str(path), read_only=True)
+
+
+def read(settings: Settings, sql: str) -> pd.DataFrame:
+    with connect(settings) as con:
+        return con.sql(sql).df()
+
+
+def mart_path(settings: Settings, model: str) -> Path:
+    """The Parquet file dbt wrote for an external mart."""
+    return settings.marts_dir / f"{model}.parquet"
