@@ -37,7 +37,9 @@ user_item_stats: FeatureView = _views["user_item_stats"]
 item_text: FeatureView = _views["item_text"]
 user_history: FeatureView = _views["user_history"]
 
-_published = Path(os.environ.get("AISLE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")) / "published"
+_published = (
+    Path(os.environ.get("AISLE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")) / "published"
+)
 
 user_recommendations = FeatureView(
     name="user_recommendations",

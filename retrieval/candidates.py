@@ -19,9 +19,7 @@ from retrieval import index as faiss_index
 SOURCES = ("repeat", "co_purchase", "embedding", "popular")
 
 
-def user_item_matrix(
-    lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
-) -> sp.csr_matrix:
+def user_item_matrix(lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
     """Binary users x items purchase matrix over the given id orders."""
     u = pd.Index(user_ids).get_indexer(lines["user_id"])
     i = pd.Index(item_ids).get_indexer(lines["item_id"])
@@ -99,7 +97,9 @@ def popular(lines: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp, k: i
     )
 
 
-def embedding(index, user_vectors: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, k: int) -> pd.DataFrame:
+def embedding(
+    index, user_vectors: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, k: int
+) -> pd.DataFrame:
     scores, positions = faiss_index.search(index, user_vectors, k)
     return _long(user_ids, item_ids, positions, np.maximum(scores, 1e-6), "embedding")
 

@@ -62,10 +62,14 @@ def build(
         recall = recall_at_k(found, truth)
         if recall >= target_recall:
             break
-    return index, IndexInfo("ivf_flat", n, gpu=_gpu_count() > 0, nprobe=index.nprobe, recall_vs_exact=round(recall, 4))
+    return index, IndexInfo(
+        "ivf_flat", n, gpu=_gpu_count() > 0, nprobe=index.nprobe, recall_vs_exact=round(recall, 4)
+    )
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, batch: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, positions) for every query row, in batches to bound memory."""
     if _gpu_count() > 0:
         index = faiss.index_cpu_to_all_gpus(index)

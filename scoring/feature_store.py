@@ -29,7 +29,9 @@ def apply(settings: Settings) -> None:
     settings.export()
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     feast = str(Path(sys.executable).with_name("feast"))
-    subprocess.run([feast, "-c", str(FEATURE_REPO), "apply"], check=True, env={**os.environ, **settings.environ()})
+    subprocess.run(
+        [feast, "-c", str(FEATURE_REPO), "apply"], check=True, env={**os.environ, **settings.environ()}
+    )
 
 
 def materialize(settings: Settings, end: datetime | None = None) -> None:

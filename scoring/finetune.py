@@ -49,7 +49,9 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
     model = load_model(settings.resolved_model_name, device, settings.max_seq_length)
     steps = min(settings.finetune_steps, max(1, len(pairs) // settings.finetune_batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
+    )
     rng = np.random.default_rng(settings.seed)
     use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     losses: list[tuple[int, float]] = []
@@ -64,8 +66,10 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
             positives = _embed(model, rows["positive"].tolist())
             scores = SCALE * queries.float() @ positives.float().T
             labels = torch.arange(len(rows), device=scores.device)
-            loss = (torch.nn.functional.cross_entropy(scores, labels)
-                    + torch.nn.functional.cross_entropy(scores.T, labels)) / 2
+            loss = (
+                torch.nn.functional.cross_entropy(scores, labels)
+                + torch.nn.functional.cross_entropy(scores.T, labels)
+            ) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -99,11 +103,21 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fine-tune from a run folder's pairs.parquet (GPU host friendly).")
+    parser = argparse.ArgumentParser(
+        description="Fine-tune from a run folder's pairs.parquet (GPU host friendly)."
+    )
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
     pairs = pd.read_parquet(args.run_dir / "pairs.parquet")
-    print(json.dumps({k: v for k, v in finetune(pairs, Settings(), args.run_dir / "model").items() if k != "loss_curve"}))
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in finetune(pairs, Settings(), args.run_dir / "model").items()
+                if k != "loss_curve"
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

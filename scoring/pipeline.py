@@ -113,7 +113,9 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
         item_ids = items["item_id"].to_numpy()
         matrix = cand.user_item_matrix(lines, user_ids, item_ids)
         frames = [
-            cand.embedding(index, np.load(run.path("user_embeddings.npy")), user_ids, item_ids, settings.candidates_k),
+            cand.embedding(
+                index, np.load(run.path("user_embeddings.npy")), user_ids, item_ids, settings.candidates_k
+            ),
             cand.repeat(lines, as_of),
             cand.co_purchase(matrix, user_ids, item_ids, settings.candidates_k),
             cand.popular(lines, user_ids, as_of, settings.top_n),
@@ -121,8 +123,11 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
         candidates = cand.merge(frames)
         candidates = candidates[candidates["user_id"].isin(set(user_ids))]
         candidates.to_parquet(run.path("candidates.parquet"), index=False)
-        rec.update(rows=len(candidates), per_user=round(len(candidates) / max(1, len(user_ids)), 1),
-                   by_source=candidates["source"].value_counts().to_dict())
+        rec.update(
+            rows=len(candidates),
+            per_user=round(len(candidates) / max(1, len(user_ids)), 1),
+            by_source=candidates["source"].value_counts().to_dict(),
+        )
 
     with run.stage("rank") as rec:
         featured = rank.with_features(settings, candidates, as_of)

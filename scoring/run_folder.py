@@ -19,7 +19,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-VERSIONED_PACKAGES = ("torch", "sentence-transformers", "transformers", "faiss-cpu", "feast", "dbt-core", "duckdb")
+VERSIONED_PACKAGES = (
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "faiss-cpu",
+    "feast",
+    "dbt-core",
+    "duckdb",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -20,7 +20,9 @@ HISTORY_FEATURE = "user_history:recent_item_ids"
 
 def item_texts(settings: Settings) -> pd.DataFrame:
     """One text per item (title and category), the item tower's input."""
-    items = pd.read_parquet(warehouse.mart_path(settings, "dim_items"), columns=["item_id", "title", "category"])
+    items = pd.read_parquet(
+        warehouse.mart_path(settings, "dim_items"), columns=["item_id", "title", "category"]
+    )
     category = items["category"].fillna("")
     items["text"] = np.where(category != "", items["title"] + " (" + category + ")", items["title"])
     return items[["item_id", "text"]].sort_values("item_id").reset_index(drop=True)
@@ -45,10 +47,14 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
         """,
     )
     entity_df = purchases.assign(event_timestamp=purchases["ordered_at"] - timedelta(seconds=1))
-    joined = feature_store.historical(settings, entity_df[["user_id", "item_id", "event_timestamp"]], [HISTORY_FEATURE])
+    joined = feature_store.historical(
+        settings, entity_df[["user_id", "item_id", "event_timestamp"]], [HISTORY_FEATURE]
+    )
     joined = joined.dropna(subset=["recent_item_ids"])
     has_history = joined["recent_item_ids"].map(len) > 0
-    novel = [item not in set(hist) for item, hist in zip(joined["item_id"], joined["recent_item_ids"], strict=True)]
+    novel = [
+        item not in set(hist) for item, hist in zip(joined["item_id"], joined["recent_item_ids"], strict=True)
+    ]
     joined = joined[has_history & np.array(novel, dtype=bool)]
     titles = dict(zip(items["item_id"], items["text"], strict=True))
     pairs = pd.DataFrame(
@@ -61,7 +67,11 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
         }
     ).dropna()
     pairs = pairs[pairs["query"] != ""]
-    return pairs.head(settings.max_training_pairs).sample(frac=1.0, random_state=settings.seed).reset_index(drop=True)
+    return (
+        pairs.head(settings.max_training_pairs)
+        .sample(frac=1.0, random_state=settings.seed)
+        .reset_index(drop=True)
+    )
 
 
 def scoring_time(settings: Settings) -> pd.Timestamp:
@@ -74,7 +84,9 @@ def user_queries(settings: Settings, items: pd.DataFrame, as_of: pd.Timestamp) -
     """Every active user's latest history and query text as of the scoring time."""
     users = warehouse.read(settings, "select distinct user_id from fct_order_lines where user_id is not null")
     entity_df = users.assign(event_timestamp=as_of)
-    joined = feature_store.historical(settings, entity_df, [HISTORY_FEATURE]).dropna(subset=["recent_item_ids"])
+    joined = feature_store.historical(settings, entity_df, [HISTORY_FEATURE]).dropna(
+        subset=["recent_item_ids"]
+    )
     titles = dict(zip(items["item_id"], items["text"], strict=True))
     joined["query"] = history_queries(joined["recent_item_ids"], titles)
     return joined[["user_id", "recent_item_ids", "query"]].sort_values("user_id").reset_index(drop=True)
