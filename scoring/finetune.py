@@ -47,7 +47,7 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
     torch.manual_seed(settings.seed)
     device = pick_device(settings.device)
     model = load_model(settings.resolved_model_name, device, settings.max_seq_length)
-    steps = min(settings.finetune_steps, max(1, len(pairs) // settings.finetune_batch_size))
+    steps = max(1, settings.finetune_steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 10))

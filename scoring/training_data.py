@@ -61,7 +61,9 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
         {
             "user_id": joined["user_id"].to_numpy(),
             "item_id": joined["item_id"].to_numpy(),
-            "event_timestamp": joined["event_timestamp"].to_numpy(),
+            "event_timestamp": pd.to_datetime(joined["event_timestamp"], utc=True)
+            .dt.tz_localize(None)
+            .to_numpy(),
             "query": history_queries(joined["recent_item_ids"], titles).to_numpy(),
             "positive": joined["item_id"].map(titles).to_numpy(),
         }

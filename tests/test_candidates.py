@@ -1,0 +1,77 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrieval import candidates as cand
+from retrieval import index as faiss_index
+
+AS_OF = pd.Timestamp("2026-01-31")
+
+
+def _lines() -> pd.DataFrame:
+    rows = [
+        # u1 and u2 both buy a+b; u3 buys a only -> b is u3's co-purchase neighbour.
+        ("u1", "a", "2026-01-01"),
+        ("u1", "b", "2026-01-02"),
+        ("u2", "a", "2026-01-03"),
+        ("u2", "b", "2026-01-04"),
+        ("u2", "c", "2026-01-05"),
+        ("u3", "a", "2026-01-20"),
+        ("u3", "a", "2026-01-25"),
+        ("u4", "d", "2025-06-01"),
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "ordered_at"])
+    frame["ordered_at"] = pd.to_datetime(frame["ordered_at"])
+    return frame
+
+
+USERS = np.array(["u1", "u2", "u3", "u4"])
+ITEMS = np.array(["a", "b", "c", "d"])
+
+
+def test_co_purchase_proposes_items_bought_by_similar_users_never_own_items() -> None:
+    lines = _lines()
+    matrix = cand.user_item_matrix(lines, USERS, ITEMS)
+    assert matrix.shape == (4, 4) and matrix.max() == 1.0
+    co = cand.co_purchase(matrix, USERS, ITEMS, k=3)
+    u3 = co[co["user_id"] == "u3"].sort_values("source_score", ascending=False)
+    assert u3["item_id"].iloc[0] == "b"
+    assert "a" not in set(u3["item_id"])
+    assert (co["source"] == "co_purchase").all() and (co["source_score"] > 0).all()
+
+
+def test_repeat_scores_frequent_recent_items_higher() -> None:
+    rep = cand.repeat(_lines(), AS_OF)
+    score = rep.set_index(["user_id", "item_id"])["source_score"]
+    assert score[("u3", "a")] > score[("u1", "a")]  # twice and recent beats once and older
+    assert score[("u4", "d")] < score[("u1", "a")]  # months old decays
+
+
+def test_popular_ranks_recent_distinct_buyers_for_every_user() -> None:
+    pop = cand.popular(_lines(), USERS, AS_OF, k=2)
+    assert len(pop) == len(USERS) * 2
+    first = pop[pop["user_id"] == "u1"].sort_values("source_score", ascending=False)
+    assert first["item_id"].iloc[0] == "a"  # 3 distinct buyers in the last 30 days
+
+
+def test_embedding_candidates_come_from_the_faiss_index() -> None:
+    item_vectors = np.eye(4, dtype=np.float32)
+    index, _ = faiss_index.build(item_vectors, ann_threshold=100)
+    user_vectors = np.array([[0, 0, 1, 0], [1, 0, 0, 0]], dtype=np.float32)
+    emb = cand.embedding(index, user_vectors, np.array(["u1", "u2"]), ITEMS, k=1)
+    assert dict(zip(emb["user_id"], emb["item_id"], strict=True)) == {"u1": "c", "u2": "a"}
+
+
+def test_merge_keeps_one_row_per_pair_with_every_source_score_and_a_reason() -> None:
+    frames = [
+        pd.DataFrame({"user_id": ["u1"], "item_id": ["a"], "source": ["embedding"], "source_score": [0.9]}),
+        pd.DataFrame({"user_id": ["u1"], "item_id": ["a"], "source": ["repeat"], "source_score": [0.5]}),
+        pd.DataFrame({"user_id": ["u1"], "item_id": ["b"], "source": ["popular"], "source_score": [1.0]}),
+    ]
+    merged = cand.merge(frames).set_index("item_id")
+    assert len(merged) == 2
+    assert merged.loc["a", "source"] == "repeat"  # repeat outranks embedding as the reason
+    assert merged.loc["a", "embedding"] == pytest.approx(0.9) and merged.loc["a", "repeat"] == pytest.approx(
+        0.5
+    )
+    assert merged.loc["b", "source"] == "popular" and merged.loc["b", "embedding"] == 0

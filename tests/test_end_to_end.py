@@ -1,0 +1,130 @@
+"""The whole path on a tiny demo shop, every component real: generator, dbt, Feast stores, fine-tuning,
+FAISS, ranking and publishing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from scoring import feature_store, pipeline, warehouse
+from scoring.settings import Settings
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_active_user_gets_n_known_recommendations(scored_workspace) -> None:
+    settings, _ = scored_workspace
+    recs = pd.read_parquet(settings.published_recommendations)
+    assert list(recs.columns[:5]) == ["user_id", "item_id", "rank", "score", "source"]
+    active = warehouse.read(settings, "select distinct user_id from fct_user_histories")["user_id"]
+    items = warehouse.read(settings, "select item_id from dim_items")["item_id"]
+    counts = recs.groupby("user_id")["item_id"].nunique()
+    assert set(counts.index) == set(active)
+    assert (counts == min(settings.top_n, len(items))).all()
+    assert set(recs["item_id"]) <= set(items)
+    assert recs.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    assert set(recs["source"]) <= {"repeat", "co_purchase", "embedding", "popular"}
+
+
+def test_fine_tuning_loss_went_down_and_the_manifest_records_the_run(scored_workspace) -> None:
+    settings, run_dir = scored_workspace
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    tune = manifest["stages"]["finetune"]
+    assert tune["loss_last_quarter_mean"] < tune["loss_first_quarter_mean"]
+    assert manifest["status"] == "succeeded"
+    for stage in (
+        "training_pairs",
+        "finetune",
+        "embed",
+        "index",
+        "candidates",
+        "rank",
+        "validate",
+        "publish",
+    ):
+        assert manifest["stages"][stage]["seconds"] >= 0
+    assert manifest["stages"]["training_pairs"]["pairs"] > 0
+    assert (settings.runs_dir / "current").resolve() == run_dir.resolve()
+    for name in (
+        "pairs.parquet",
+        "items.parquet",
+        "item_embeddings.npy",
+        "items.faiss",
+        "candidates.parquet",
+    ):
+        assert (run_dir / name).exists(), name
+
+
+def test_training_pairs_never_see_the_purchase_they_predict(scored_workspace) -> None:
+    settings, run_dir = scored_workspace
+    pairs = pd.read_parquet(run_dir / "pairs.parquet")
+    histories = pd.read_parquet(warehouse.mart_path(settings, "fct_user_histories"))
+    # The history joined for each pair is the latest snapshot strictly before the purchase.
+    sample = pairs.head(50)
+    for row in sample.itertuples():
+        before = histories[
+            (histories.user_id == row.user_id) & (histories.event_timestamp <= row.event_timestamp)
+        ]
+        assert not before.empty
+        assert row.item_id not in set(before.sort_values("event_timestamp").iloc[-1].recent_item_ids)
+
+
+def test_published_lists_are_served_by_feast_and_match_duckdb(scored_workspace) -> None:
+    settings, _ = scored_workspace
+    recs = pd.read_parquet(settings.published_recommendations)
+    user = recs["user_id"].iloc[0]
+    expected = recs[recs["user_id"] == user].sort_values("rank")["item_id"].tolist()
+    fs = feature_store.store(settings)
+    online = fs.get_online_features(
+        features=fs.get_feature_service("recommendations_v1"), entity_rows=[{"user_id": user}]
+    ).to_dict()
+    assert online["item_ids"][0] == expected
+    assert len(online["scores"][0]) == len(expected)
+    with duckdb.connect(str(settings.published_dir / "serving.duckdb"), read_only=True) as con:
+        table = con.sql("select user_id, item_id, rank from recommendations order by user_id, rank").df()
+    pd.testing.assert_frame_equal(
+        table.reset_index(drop=True),
+        recs[["user_id", "item_id", "rank"]].sort_values(["user_id", "rank"]).reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+def test_a_failing_run_leaves_the_last_publication_intact(scored_workspace, tmp_path) -> None:
+    settings, _ = scored_workspace
+    before = _digest(settings.published_recommendations)
+    current = (settings.runs_dir / "current").resolve()
+    broken = settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
+    with pytest.raises(Exception, match="no-such-model"):
+        pipeline.score_run(broken, pipeline.RunFolder.create(settings.runs_dir, {}))
+    assert _digest(settings.published_recommendations) == before
+    assert (settings.runs_dir / "current").resolve() == current
+
+
+def test_second_run_in_a_row_succeeds_and_republishes(scored_workspace) -> None:
+    settings, first_run = scored_workspace
+    second_run = pipeline.run(settings)
+    assert second_run != first_run
+    recs = pd.read_parquet(settings.published_recommendations)
+    assert set(recs["run_id"]) == {second_run.name}
+    assert (settings.runs_dir / "current").resolve() == second_run.resolve()
+    lists = pd.read_parquet(settings.published_dir / "user_recommendations.parquet")
+    assert set(lists["run_id"]) == {second_run.name}
+
+
+def test_validation_rejects_short_or_unknown_lists() -> None:
+    recs = pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["a", "zzz"], "rank": [1, 2]})
+    with pytest.raises(pipeline.ValidationError, match="not in dim_items"):
+        pipeline.validate(recs, pd.Series(["u1"]), pd.Series(["a", "b", "c"]), n=2)
+    with pytest.raises(pipeline.ValidationError, match="no recommendations"):
+        pipeline.validate(recs.iloc[:1], pd.Series(["u1", "u2"]), pd.Series(["a", "b"]), n=1)
+
+
+def test_settings_fixture_is_isolated_from_the_project_data(workspace: Settings) -> None:
+    assert "data" != workspace.data_dir.name and workspace.warehouse_path.exists()
