@@ -1,6 +1,7 @@
 """dbt and the DuckDB warehouse: build the models, then read marts for the scorer.
 
-dbt runs with the environment of the one settings object, so `make score` and a data engineer's `dbt build` build the same thing.
+dbt runs with the environment of the one settings object, so `make score` and a data engineer's
+`dbt build` build the same thing.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def dbt(settings: Settings, *args: str) -> None:
     result = subprocess.run(command, env={**os.environ, **settings.environ()}, cwd=DBT_DIR, check=False)
     if result.returncode != 0:
         raise DbtBuildError(
-            f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are listed "
-            f"above and in {DBT_DIR / 'target' / 'run_results.json'}"
+            f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are "
+            f"listed above and in {DBT_DIR / 'target' / 'run_results.json'}"
         )
 
 

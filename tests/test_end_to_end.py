@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from scoring import feature_store, pipeline, warehouse
-from scoring.settings import Settings
 
 
 def _digest(path: Path) -> str:
@@ -124,7 +123,3 @@ def test_validation_rejects_short_or_unknown_lists() -> None:
         pipeline.validate(recs, pd.Series(["u1"]), pd.Series(["a", "b", "c"]), n=2)
     with pytest.raises(pipeline.ValidationError, match="no recommendations"):
         pipeline.validate(recs.iloc[:1], pd.Series(["u1", "u2"]), pd.Series(["a", "b"]), n=1)
-
-
-def test_settings_fixture_is_isolated_from_the_project_data(workspace: Settings) -> None:
-    assert "data" != workspace.data_dir.name and workspace.warehouse_path.exists()
