@@ -116,3 +116,25 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     present = wide[list(SOURCES)].to_numpy() > 0
     wide["source"] = np.array(SOURCES)[present.argmax(axis=1)]
     return wide
+
+
+def generate(
+    lines: pd.DataFrame,
+    user_ids: np.ndarray,
+    user_vectors: np.ndarray,
+    index,
+    item_ids: np.ndarray,
+    as_of: pd.Timestamp,
+    k: int,
+    popular_k: int,
+) -> pd.DataFrame:
+    """Every source for every user from purchases strictly before `as_of`, merged."""
+    before = lines[lines["ordered_at"] < as_of]
+    matrix = user_item_matrix(before, user_ids, item_ids)
+    frames = [
+        embedding(index, user_vectors, user_ids, item_ids, k),
+        repeat(before[before["user_id"].isin(set(user_ids))], as_of),
+        co_purchase(matrix, user_ids, item_ids, k),
+        popular(before, user_ids, as_of, popular_k),
+    ]
+    return merge(frames)

@@ -34,26 +34,29 @@ def encode(model: SentenceTransformer, texts: list[str], batch_size: int, label:
 
 
 def embed_run(run_dir: Path, settings: Settings) -> dict:
-    """items.parquet + users.parquet -> item_embeddings.npy + user_embeddings.npy in the run folder."""
+    """items.parquet -> item_embeddings.npy, and each users*.parquet (user histories as of the scoring
+    time and as of the label window's start) -> users*_embeddings.npy, in the run folder."""
     device = pick_device(settings.device)
     model = load_model(str(run_dir / "model"), device, settings.max_seq_length)
     if device.startswith("cuda"):
         model = model.to(dtype=torch.bfloat16)
     items = pd.read_parquet(run_dir / "items.parquet")
-    users = pd.read_parquet(run_dir / "users.parquet")
     start = time.perf_counter()
     item_vectors = encode(model, items["text"].tolist(), settings.embed_batch_size, "items")
     item_seconds = time.perf_counter() - start
-    user_vectors = encode(model, users["query"].tolist(), settings.embed_batch_size, "user histories")
     np.save(run_dir / "item_embeddings.npy", item_vectors)
-    np.save(run_dir / "user_embeddings.npy", user_vectors)
-    return {
+    record = {
         "device": device,
         "items": len(items),
-        "users": len(users),
         "dimension": int(item_vectors.shape[1]),
         "items_per_second": round(len(items) / item_seconds, 1) if item_seconds else None,
     }
+    for users_file in sorted(run_dir.glob("users*.parquet")):
+        users = pd.read_parquet(users_file)
+        vectors = encode(model, users["query"].tolist(), settings.embed_batch_size, users_file.stem)
+        np.save(run_dir / f"{users_file.stem}_embeddings.npy", vectors)
+        record[users_file.stem] = len(users)
+    return record
 
 
 def main() -> None:

@@ -25,13 +25,21 @@ def store(settings: Settings) -> FeatureStore:
 
 
 def apply(settings: Settings) -> None:
-    """`feast apply`, as a data engineer would run it, so the CLI path is the tested path."""
+    """`feast apply`, as a data engineer would run it, so the CLI path is the tested path. Its long
+    registry diff is shown only when it fails."""
     settings.export()
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     feast = str(Path(sys.executable).with_name("feast"))
-    subprocess.run(
-        [feast, "-c", str(FEATURE_REPO), "apply"], check=True, env={**os.environ, **settings.environ()}
+    result = subprocess.run(
+        [feast, "-c", str(FEATURE_REPO), "apply"],
+        env={**os.environ, **settings.environ()},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise RuntimeError(f"feast apply failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    print(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "feast apply: done")
 
 
 def materialize(settings: Settings, end: datetime | None = None) -> None:

@@ -86,11 +86,21 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
         items = training_data.item_texts(settings)
         pairs = training_data.training_pairs(settings, items)
         as_of = training_data.scoring_time(settings)
+        label_start = as_of - pd.Timedelta(days=settings.label_window_days)
         users = training_data.user_queries(settings, items, as_of)
+        label_users = training_data.user_queries(settings, items, label_start)
         items.to_parquet(run.path("items.parquet"), index=False)
         pairs.to_parquet(run.path("pairs.parquet"), index=False)
         users.to_parquet(run.path("users.parquet"), index=False)
-        rec.update(pairs=len(pairs), items=len(items), users=len(users), as_of=str(as_of))
+        label_users.to_parquet(run.path("users_label.parquet"), index=False)
+        rec.update(
+            pairs=len(pairs),
+            items=len(items),
+            users=len(users),
+            as_of=str(as_of),
+            label_start=str(label_start),
+            label_users=len(label_users),
+        )
 
     with run.stage("finetune") as rec:
         metrics = finetune(pairs, settings, run.path("model"))
@@ -109,32 +119,48 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
         lines = warehouse.read(
             settings, "select user_id, item_id, ordered_at from fct_order_lines where user_id is not null"
         )
-        user_ids = users["user_id"].to_numpy()
         item_ids = items["item_id"].to_numpy()
-        matrix = cand.user_item_matrix(lines, user_ids, item_ids)
-        frames = [
-            cand.embedding(
-                index, np.load(run.path("user_embeddings.npy")), user_ids, item_ids, settings.candidates_k
-            ),
-            cand.repeat(lines, as_of),
-            cand.co_purchase(matrix, user_ids, item_ids, settings.candidates_k),
-            cand.popular(lines, user_ids, as_of, settings.top_n),
-        ]
-        candidates = cand.merge(frames)
-        candidates = candidates[candidates["user_id"].isin(set(user_ids))]
+
+        def generate(who: pd.DataFrame, vectors: str, at: pd.Timestamp) -> pd.DataFrame:
+            return cand.generate(
+                lines,
+                who["user_id"].to_numpy(),
+                np.load(run.path(vectors)),
+                index,
+                item_ids,
+                at,
+                settings.candidates_k,
+                settings.popular_k,
+            )
+
+        candidates = generate(users, "users_embeddings.npy", as_of)
+        label_candidates = generate(label_users, "users_label_embeddings.npy", label_start)
         candidates.to_parquet(run.path("candidates.parquet"), index=False)
         rec.update(
             rows=len(candidates),
-            per_user=round(len(candidates) / max(1, len(user_ids)), 1),
+            per_user=round(len(candidates) / max(1, len(users)), 1),
             by_source=candidates["source"].value_counts().to_dict(),
+            label_rows=len(label_candidates),
         )
 
     with run.stage("rank") as rec:
+        window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
+        train = rank.with_features(settings, label_candidates, label_start)
+        ranker = rank.Ranker(seed=settings.seed).fit(train, rank.labels(train, window))
+        ranker.save(run.path("ranker.txt"))
         featured = rank.with_features(settings, candidates, as_of)
-        featured["score"] = rank.score(featured, as_of)
+        featured["score"] = ranker.predict(featured)
+        featured[["user_id", "item_id", "score", "source"]].to_parquet(
+            run.path("ranked.parquet"), index=False
+        )
         recs = rank.top_n(featured, settings.top_n)
         recs.to_parquet(run.path("recommendations.parquet"), index=False)
-        rec.update(rows=len(recs), users=int(recs["user_id"].nunique()))
+        rec.update(
+            rows=len(recs),
+            users=int(recs["user_id"].nunique()),
+            ranker=ranker.stats,
+            importances=ranker.importances(),
+        )
 
     with run.stage("validate") as rec:
         validate(recs, users["user_id"], items["item_id"], settings.top_n)

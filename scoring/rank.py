@@ -1,52 +1,141 @@
-"""Rank each user's candidates with the model score and Feast's ranking_v1 features.
+"""Rank candidates with a learned ranker over the model score and Feast's ranking_v1 features.
 
-The first ranker is a transparent linear blend: embedding similarity from the fine-tuned model, the
-item-kNN score, the user's own history with the item (times bought, recency) and the item's recent
-popularity. Features come from Feast's `ranking_v1` service, joined as of the scoring time.
+LightGBM LambdaRank, trained on labels from a window before the scoring time: candidates are generated
+as of `label_start` from what was known then (Feast point-in-time features, purchases before it), and
+an item is a positive when the user bought it in [label_start, as_of). The same features, computed as
+of the scoring time, then rank the live candidates.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from retrieval.candidates import SOURCES
 from scoring import feature_store
 from scoring.settings import Settings
 
 RANKING_SERVICE = "ranking_v1"
 
-# Weights of the blend; each term is scaled to roughly [0, 1] first.
-WEIGHTS = {"embedding": 1.0, "co_purchase": 0.8, "times_bought": 0.6, "recency": 0.6, "popularity": 0.3}
+FEAST_FEATURES = [
+    "orders_count",
+    "monetary_value",
+    "avg_order_value",
+    "avg_basket_units",
+    "distinct_items",
+    "tenure_days",
+    "units_7d",
+    "units_30d",
+    "units_90d",
+    "orders_30d",
+    "distinct_buyers",
+    "avg_unit_price",
+    "return_rate",
+    "times_bought",
+    "total_quantity",
+]
+DERIVED_FEATURES = [
+    "user_recency_days",
+    "item_recency_days",
+    "item_age_days",
+    "co_purchase_rank",
+    "embedding_rank",
+]
+FEATURES = [*SOURCES, *(f"is_{s}" for s in SOURCES), *FEAST_FEATURES, *DERIVED_FEATURES]
 
 
 def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Candidates joined point-in-time with the ranking_v1 features."""
+    """Candidates joined point-in-time (as of `as_of`) with ranking_v1, plus derived features."""
     fs = feature_store.store(settings)
     entity_df = candidates[["user_id", "item_id"]].assign(event_timestamp=as_of)
-    features = fs.get_historical_features(
+    joined = fs.get_historical_features(
         entity_df=entity_df, features=fs.get_feature_service(RANKING_SERVICE)
     ).to_df()
-    return candidates.merge(features.drop(columns=["event_timestamp"]), on=["user_id", "item_id"], how="left")
+    joined = joined.drop(columns=["event_timestamp"]).drop_duplicates(["user_id", "item_id"])
+    frame = candidates.merge(joined, on=["user_id", "item_id"], how="left")
+    now = as_of.timestamp()
+    frame["user_recency_days"] = (now - frame["last_purchase_at"].astype(float)) / 86400
+    frame["item_recency_days"] = (now - frame["last_bought_at"].astype(float)) / 86400
+    frame["item_age_days"] = (now - frame["first_bought_at"].astype(float)) / 86400
+    for source in SOURCES:
+        frame[f"is_{source}"] = (frame[source] > 0).astype(np.int8)
+    frame["co_purchase_rank"] = _rank_within_user(frame, "co_purchase")
+    frame["embedding_rank"] = _rank_within_user(frame, "embedding")
+    return frame
 
 
-def _scaled(values: pd.Series) -> pd.Series:
-    values = values.fillna(0).astype(float)
-    top = values.max()
-    return values / top if top > 0 else values
+def _rank_within_user(frame: pd.DataFrame, column: str) -> pd.Series:
+    ranks = frame.groupby("user_id")[column].rank(ascending=False, method="first")
+    return ranks.where(frame[column] > 0)
 
 
-def score(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
-    """The blended score of each candidate row."""
-    days_since = (as_of.timestamp() - frame["last_bought_at"].astype(float)) / 86400
-    recency = np.exp(-days_since.fillna(np.inf).clip(lower=0) / 60)
-    terms = {
-        "embedding": frame["embedding"].astype(float),
-        "co_purchase": frame.groupby("user_id")["co_purchase"].transform(_scaled),
-        "times_bought": _scaled(np.log1p(frame["times_bought"].fillna(0).astype(float))),
-        "recency": recency,
-        "popularity": _scaled(np.log1p(frame["units_30d"].fillna(0).astype(float))),
-    }
-    return sum(WEIGHTS[name] * values for name, values in terms.items())
+def labels(candidates: pd.DataFrame, purchases: pd.DataFrame) -> np.ndarray:
+    """1 where the user bought the candidate item in the label window."""
+    bought = set(zip(purchases["user_id"], purchases["item_id"], strict=True))
+    pairs = zip(candidates["user_id"], candidates["item_id"], strict=True)
+    return np.fromiter((pair in bought for pair in pairs), dtype=np.int8, count=len(candidates))
+
+
+@dataclass
+class Ranker:
+    """A LightGBM LambdaRank model over FEATURES."""
+
+    seed: int = 13
+    model: lgb.Booster | None = None
+    stats: dict = field(default_factory=dict)
+
+    def fit(self, frame: pd.DataFrame, label: np.ndarray) -> Ranker:
+        frame = frame.assign(_label=label)
+        # Only users with at least one positive teach the ranker anything about order.
+        useful = frame.groupby("user_id")["_label"].transform("max") > 0
+        train = frame[useful].sort_values("user_id", kind="stable")
+        if train.empty:
+            raise ValueError("no candidate was bought in the label window: widen label_window_days")
+        groups = train.groupby("user_id", sort=False).size().to_numpy()
+        dataset = lgb.Dataset(train[FEATURES].astype(float), label=train["_label"], group=groups)
+        params = {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "ndcg_eval_at": [20],
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 20,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambdarank_truncation_level": 40,
+            "seed": self.seed,
+            "deterministic": True,
+            "num_threads": 2,
+            "verbose": -1,
+        }
+        self.model = lgb.train(params, dataset, num_boost_round=300)
+        self.stats = {
+            "train_users": int(len(groups)),
+            "train_rows": int(len(train)),
+            "positives": int(train["_label"].sum()),
+        }
+        return self
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        assert self.model is not None, "fit the ranker first"
+        return self.model.predict(frame[FEATURES].astype(float), num_threads=2)
+
+    def importances(self) -> dict[str, float]:
+        """Share of total split gain per feature, largest first."""
+        assert self.model is not None
+        gain = self.model.feature_importance(importance_type="gain")
+        total = gain.sum() or 1.0
+        pairs = sorted(zip(FEATURES, gain / total, strict=True), key=lambda p: -p[1])
+        return {name: round(float(share), 4) for name, share in pairs}
+
+    def save(self, path: Path) -> None:
+        assert self.model is not None
+        self.model.save_model(str(path))
 
 
 def top_n(frame: pd.DataFrame, n: int) -> pd.DataFrame:

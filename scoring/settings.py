@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # --- retrieval and ranking ----------------------------------------------------------------
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
     top_n: int = Field(20, description="Recommendations published per user.")
+    popular_k: int = Field(50, description="Popular items added to every user's candidates.")
+    label_window_days: int = Field(
+        60, description="The ranker learns from purchases in this many days before the scoring time."
+    )
     ann_threshold: int = Field(
         200_000, description="Item count above which an IVF index replaces exact inner-product search."
     )

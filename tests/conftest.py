@@ -34,6 +34,8 @@ def tiny_settings(data_dir: Path, **overrides) -> Settings:
         max_seq_length=48,
         candidates_k=30,
         top_n=10,
+        popular_k=20,
+        label_window_days=30,
         feast_port=_free_port(),
     )
     values.update(overrides)
