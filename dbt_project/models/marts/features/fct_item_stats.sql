@@ -40,10 +40,21 @@ first_buyers as (
 
 ),
 
+-- Weekly snapshots, plus one the day after the last sale, so the latest figures exist and no
+-- snapshot is stamped later than the data it summarises.
+last_day as (
+
+    select cast(max(sold_on) + interval '1 day' as date) as snapshot_on from daily
+
+),
+
 snapshots as (
 
     select distinct cast({{ week_start('sold_on') }} + interval '7 days' as date) as snapshot_on
     from daily
+    where cast({{ week_start('sold_on') }} + interval '7 days' as date) < (select snapshot_on from last_day)
+    union
+    select snapshot_on from last_day
 
 ),
 
