@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features lint clean
+.PHONY: install score test test-fast dbt features report lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ dbt: install
 
 features: install
 	$(VENV)/bin/aisle features
+
+report: install
+	$(PY) -m scoring.report
 
 test: install
 	$(PY) -m pytest -q
