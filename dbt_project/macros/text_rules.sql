@@ -22,10 +22,10 @@
 
 {# Attributes parsed from a title: the first colour word, the first material word, the last word. #}
 {% macro title_colour(expr) -%}
-    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal)\\b')) }}
+    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal|amber|jade|clear)\\b')) }}
 {%- endmacro %}
 {% macro title_material(expr) -%}
-    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(ceramic|porcelain|glass|wood|wooden|metal|tin|zinc|enamel|cotton|linen|wool|felt|paper|card|plastic|bamboo|wicker|rattan|jute|velvet|silk|leather|stone|copper|brass|iron|steel|wax|resin|acrylic)\\b')) }}
+    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(ceramic|porcelain|glass|wood|wooden|metal|tin|zinc|enamel|cotton|linen|wool|felt|paper|card|plastic|bamboo|wicker|rattan|jute|velvet|silk|leather|stone|copper|brass|iron|steel|wax|resin|acrylic|canvas|fabric|cardboard|terracotta|stoneware|latex|crystal|pearl|shell|lace|beeswax|paraffin|kraft)\\b')) }}
 {%- endmacro %}
 {#- Words that end many titles without naming the product ("Jumbo Bag Pink Polkadot", "Cake Stand Large",
     "Door Sign 2", "Flowers Set Of 3"): colours, sizes, patterns, counts and pack sizes. -#}
