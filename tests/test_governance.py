@@ -4,6 +4,7 @@ is touched, and the `files` adapter reads a folder of canonical CSV files just a
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from scoring import demo_shop, warehouse
 from scoring.governance import defect_scorecard
-from scoring.settings import Settings
+from scoring.settings import DBT_DIR, Settings
 from tests.conftest import tiny_settings
 
 
@@ -73,3 +74,27 @@ def test_files_adapter_builds_from_canonical_csv(csv_workspace: Settings) -> Non
     repairs = card.set_index("defect_class").loc[["messy_text", "pii_in_text"]]
     assert (repairs.injected >= 10).all()
     _assert_perfect(card)
+
+
+def test_every_model_and_column_is_documented(workspace: Settings) -> None:
+    """dbt docs are the catalogue: each built model, and each column it really has, carries a description."""
+    warehouse.dbt(workspace, "parse")  # the manifest of this workspace's adapter, whatever ran last
+    manifest = json.loads((DBT_DIR / "target" / "manifest.json").read_text())
+    built = warehouse.read(
+        workspace,
+        "select table_schema, table_name, column_name from information_schema.columns"
+        " where table_schema in ('staging', 'intermediate', 'main')",
+    )
+    undocumented = []
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "model" or not node["config"].get("enabled", True):
+            continue
+        if not node["description"].strip():
+            undocumented.append(node["name"])
+        documented = {name for name, c in node["columns"].items() if c.get("description", "").strip()}
+        actual = set(
+            built[(built.table_schema == node["schema"]) & (built.table_name == node["alias"])].column_name
+        )
+        assert actual, f"{node['name']} was not built"
+        undocumented += [f"{node['name']}.{column}" for column in sorted(actual - documented)]
+    assert not undocumented, f"undocumented: {undocumented}"
