@@ -16,6 +16,17 @@ from scoring.governance import defect_scorecard
 from scoring.settings import DBT_DIR, Settings
 from tests.conftest import tiny_settings
 
+DIMENSIONS = {
+    "completeness",
+    "uniqueness",
+    "validity",
+    "consistency",
+    "timeliness",
+    "integrity",
+    "balance",
+    "privacy",
+}
+
 
 def _assert_perfect(card: pd.DataFrame) -> None:
     print("\n" + card.to_string(index=False))
@@ -76,10 +87,15 @@ def test_files_adapter_builds_from_canonical_csv(csv_workspace: Settings) -> Non
     _assert_perfect(card)
 
 
-def test_every_model_and_column_is_documented(workspace: Settings) -> None:
+@pytest.fixture(scope="module")
+def manifest(workspace: Settings) -> dict:
+    """The dbt manifest of the workspace's adapter (parsed again: another build may have run since)."""
+    warehouse.dbt(workspace, "parse")
+    return json.loads((DBT_DIR / "target" / "manifest.json").read_text())
+
+
+def test_every_model_and_column_is_documented(workspace: Settings, manifest: dict) -> None:
     """dbt docs are the catalogue: each built model, and each column it really has, carries a description."""
-    warehouse.dbt(workspace, "parse")  # the manifest of this workspace's adapter, whatever ran last
-    manifest = json.loads((DBT_DIR / "target" / "manifest.json").read_text())
     built = warehouse.read(
         workspace,
         "select table_schema, table_name, column_name from information_schema.columns"
@@ -98,3 +114,12 @@ def test_every_model_and_column_is_documented(workspace: Settings) -> None:
         assert actual, f"{node['name']} was not built"
         undocumented += [f"{node['name']}.{column}" for column in sorted(actual - documented)]
     assert not undocumented, f"undocumented: {undocumented}"
+
+
+def test_every_data_test_names_its_quality_dimension(manifest: dict) -> None:
+    """Audits are grouped by dimension (DESIGN section 4): each data test has exactly one dimension tag."""
+    tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]
+    untagged = [t["name"] for t in tests if len(set(t["tags"]) & DIMENSIONS) != 1]
+    assert tests and not untagged, f"tests without exactly one dimension tag: {untagged}"
+    severities = {t["config"]["severity"].lower() for t in tests}
+    assert severities == {"error", "warn"}
