@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features evaluate lint clean
+.PHONY: install score test test-fast dbt features evaluate report lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ features: install
 
 evaluate: install
 	$(PY) -m scoring.evaluate
+
+report: install
+	$(PY) -m scoring.report
 
 test: install
 	$(PY) -m pytest -q

@@ -47,3 +47,10 @@ select share from (
 ) as s
 where share < {{ min_share }} or share > {{ max_share }}
 {% endtest %}
+
+{# timeliness: the newest value is no older than max_days before the build (source freshness, as a test). #}
+{% test fresh_within(model, column_name, max_days) %}
+select max({{ column_name }}) as newest
+from {{ model }}
+having max({{ column_name }}) < {{ minus_days('current_timestamp', max_days) }}
+{% endtest %}

@@ -85,6 +85,10 @@
 {% macro minus_days(ts, days) -%}{{ return(adapter.dispatch('minus_days', 'aisle')(ts, days)) }}{%- endmacro %}
 {% macro default__minus_days(ts, days) -%}({{ ts }} - interval '{{ days }} days'){%- endmacro %}
 
+{# A timestamp or date moved forward by a number of days. #}
+{% macro plus_days(ts, days) -%}{{ return(adapter.dispatch('plus_days', 'aisle')(ts, days)) }}{%- endmacro %}
+{% macro default__plus_days(ts, days) -%}({{ ts }} + interval '{{ days }} days'){%- endmacro %}
+
 {# The first day of the week of a timestamp (weekly feature snapshots). #}
 {% macro week_start(ts) -%}{{ return(adapter.dispatch('week_start', 'aisle')(ts)) }}{%- endmacro %}
 {% macro default__week_start(ts) -%}date_trunc('week', {{ ts }}){%- endmacro %}

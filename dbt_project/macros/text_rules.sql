@@ -22,11 +22,18 @@
 
 {# Attributes parsed from a title: the first colour word, the first material word, the last word. #}
 {% macro title_colour(expr) -%}
-    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal)\\b')) }}
+    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal|amber|jade|clear)\\b')) }}
 {%- endmacro %}
 {% macro title_material(expr) -%}
-    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(ceramic|porcelain|glass|wood|wooden|metal|tin|zinc|enamel|cotton|linen|wool|felt|paper|card|plastic|bamboo|wicker|rattan|jute|velvet|silk|leather|stone|copper|brass|iron|steel|wax|resin|acrylic)\\b')) }}
+    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(ceramic|porcelain|glass|wood|wooden|metal|tin|zinc|enamel|cotton|linen|wool|felt|paper|card|plastic|bamboo|wicker|rattan|jute|velvet|silk|leather|stone|copper|brass|iron|steel|wax|resin|acrylic|canvas|fabric|cardboard|terracotta|stoneware|latex|crystal|pearl|shell|lace|beeswax|paraffin|kraft)\\b')) }}
 {%- endmacro %}
+{#- Words that end many titles without naming the product ("Jumbo Bag Pink Polkadot", "Cake Stand Large",
+    "Door Sign 2", "Flowers Set Of 3"): colours, sizes, patterns, counts and pack sizes. -#}
+{% macro title_qualifier_pattern() -%}
+    ([^a-z]+|\s+(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal|large|small|mini|medium|jumbo|big|design|designs|retrospot|polkadot|spotty|spot|spots|stripe|stripes|paisley|assorted|christmas|vintage|antique|colours|colour|set|pack|of|for|in|w|with|and|cm|[a-z]*[0-9][a-z0-9]*))+$
+{%- endmacro %}
+
+{#- The product type: the last word of the title once trailing qualifiers are dropped (Mug, Holder, Bag). -#}
 {% macro title_product_type(expr) -%}
-    {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '([a-z-]+)\\s*$')) }}
+    {{ title_case(regexp_extract(regexp_replace_all('lower(' ~ expr ~ ')', title_qualifier_pattern(), ''), '([a-z-]+)$')) }}
 {%- endmacro %}

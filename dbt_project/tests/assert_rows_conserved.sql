@@ -1,5 +1,5 @@
--- balance: every raw row is either clean or quarantined, per relation (returns failing rows).
-{{ config(severity='error', tags=['balance']) }}
+-- completeness: every raw row is either clean or quarantined, per relation (returns failing rows).
+{{ config(severity='error', tags=['completeness']) }}
 
 select *
 from {{ ref('fct_row_conservation') }}

@@ -31,11 +31,20 @@ catalogue as (
 
 ),
 {% else %}
-text_counts as (
+-- Count the raw texts first and normalise only the distinct ones (thousands, not every sale line).
+raw_text_counts as (
 
-    select item_id, {{ normalise_title('item_text') }} as title, count(*) as n
+    select item_id, item_text, count(*) as n
     from clean_lines
     where item_text is not null
+    group by item_id, item_text
+
+),
+
+text_counts as (
+
+    select item_id, {{ normalise_title('item_text') }} as title, sum(n) as n
+    from raw_text_counts
     group by 1, 2
 
 ),

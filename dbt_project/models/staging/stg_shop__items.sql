@@ -19,7 +19,11 @@ raw as (
 
 numbered as (
 
-    select *, {{ occurrence(columns) }} as occurrence
+    select
+        *,
+        {{ occurrence(columns) }} as occurrence,
+        -- The quarantine keeps raw values, but never the PII a supplier pasted into a description.
+        {{ redact_pii('description_raw') }} as description_redacted_raw
     from raw
 
 ),
@@ -45,7 +49,7 @@ typed as (
             ('missing_title', normalise_title('title_raw') ~ ' is null'),
             ('malformed_price', "nullif(trim(price_raw), '') is not null and " ~ try_cast('trim(price_raw)', 'decimal(12, 2)') ~ ' is null'),
         ]) }} as rule_codes,
-        {{ row_to_json(columns) }} as raw_values
+        {{ row_to_json(['item_id', 'title', 'description_redacted', 'category', 'brand', 'price']) }} as raw_values
     from numbered
 
 )

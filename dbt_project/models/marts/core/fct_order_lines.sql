@@ -7,8 +7,8 @@ select
     item_id,
     ordered_at,
     quantity,
-    returned_quantity,
-    net_quantity,
+    cast(returned_quantity as integer) as returned_quantity,
+    cast(net_quantity as integer) as net_quantity,
     unit_price,
     net_revenue,
     country

@@ -44,15 +44,15 @@ first_buyers as (
 -- snapshot is stamped later than the data it summarises.
 last_day as (
 
-    select cast(max(sold_on) + interval '1 day' as date) as snapshot_on from daily
+    select cast({{ plus_days('max(sold_on)', 1) }} as date) as snapshot_on from daily
 
 ),
 
 snapshots as (
 
-    select distinct cast({{ week_start('sold_on') }} + interval '7 days' as date) as snapshot_on
+    select distinct cast({{ plus_days(week_start('sold_on'), 7) }} as date) as snapshot_on
     from daily
-    where cast({{ week_start('sold_on') }} + interval '7 days' as date) < (select snapshot_on from last_day)
+    where cast({{ plus_days(week_start('sold_on'), 7) }} as date) < (select snapshot_on from last_day)
     union
     select snapshot_on from last_day
 
@@ -71,15 +71,15 @@ windowed as (
     select
         item_snapshots.item_id,
         item_snapshots.snapshot_on,
-        sum(case when daily.sold_on >= item_snapshots.snapshot_on - interval '7 days' then daily.units else 0 end) as units_7d,
-        sum(case when daily.sold_on >= item_snapshots.snapshot_on - interval '30 days' then daily.units else 0 end) as units_30d,
-        sum(case when daily.sold_on >= item_snapshots.snapshot_on - interval '90 days' then daily.units else 0 end) as units_90d,
-        sum(case when daily.sold_on >= item_snapshots.snapshot_on - interval '30 days' then daily.orders else 0 end) as orders_30d
+        sum(case when daily.sold_on >= {{ minus_days('item_snapshots.snapshot_on', 7) }} then daily.units else 0 end) as units_7d,
+        sum(case when daily.sold_on >= {{ minus_days('item_snapshots.snapshot_on', 30) }} then daily.units else 0 end) as units_30d,
+        sum(case when daily.sold_on >= {{ minus_days('item_snapshots.snapshot_on', 90) }} then daily.units else 0 end) as units_90d,
+        sum(case when daily.sold_on >= {{ minus_days('item_snapshots.snapshot_on', 30) }} then daily.orders else 0 end) as orders_30d
     from item_snapshots
     left join daily
         on item_snapshots.item_id = daily.item_id
         and daily.sold_on < item_snapshots.snapshot_on
-        and daily.sold_on >= item_snapshots.snapshot_on - interval '90 days'
+        and daily.sold_on >= {{ minus_days('item_snapshots.snapshot_on', 90) }}
     group by item_snapshots.item_id, item_snapshots.snapshot_on
 
 ),

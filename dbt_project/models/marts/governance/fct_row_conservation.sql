@@ -26,6 +26,15 @@ with counts as (
 
 ),
 
+-- Rows typed as returns (Online Retail's 'C' invoices), clean or not: a figure to reconcile with the source.
+returns as (
+
+    select 'events' as relation, count(*) as return_rows
+    from {{ ref('int_events_checked') }}
+    where event_type = 'return'
+
+),
+
 quarantined as (
 
     select
@@ -46,6 +55,8 @@ select
     cast(coalesce(quarantined.quarantined_rows, 0) as bigint) as quarantined_rows,
     cast(coalesce(quarantined.duplicate_rows, 0) as bigint) as duplicate_rows,
     cast(coalesce(quarantined.held_rows, 0) as bigint) as held_rows,
+    cast(coalesce(returns.return_rows, 0) as bigint) as return_rows,
     counts.raw_rows = counts.clean_rows + coalesce(quarantined.quarantined_rows, 0) as is_balanced
 from counts
 left join quarantined on counts.relation = quarantined.relation
+left join returns on counts.relation = returns.relation
