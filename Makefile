@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features evaluate report lint clean
+.PHONY: install score test test-fast dbt features evaluate report bench lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ evaluate: install
 
 report: install
 	$(PY) -m scoring.report
+
+bench: install
+	$(PY) -m scoring.bench
 
 test: install
 	$(PY) -m pytest -q
