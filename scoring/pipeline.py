@@ -146,7 +146,9 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
     with run.stage("rank") as rec:
         window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
         train = rank.with_features(settings, label_candidates, label_start)
-        ranker = rank.Ranker(seed=settings.seed).fit(train, rank.labels(train, window))
+        ranker = rank.Ranker(objective=settings.ranker_objective, seed=settings.seed).fit(
+            train, rank.labels(train, window)
+        )
         ranker.save(run.path("ranker.txt"))
         featured = rank.with_features(settings, candidates, as_of)
         featured["score"] = ranker.predict(featured)

@@ -1,9 +1,13 @@
 """Rank candidates with a learned ranker over the model score and Feast's ranking_v1 features.
 
-LightGBM LambdaRank, trained on labels from a window before the scoring time: candidates are generated
+LightGBM, trained on labels from a window before the scoring time: candidates are generated
 as of `label_start` from what was known then (Feast point-in-time features, purchases before it), and
 an item is a positive when the user bought it in [label_start, as_of). The same features, computed as
 of the scoring time, then rank the live candidates.
+
+Two objectives: `binary` estimates P(bought) for every candidate alike, so the order among items the
+user never bought is learned as well as the order among repeats (what the novel-items metric reads);
+`lambdarank` optimises the top of each user's whole list.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def labels(candidates: pd.DataFrame, purchases: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class Ranker:
-    """A LightGBM LambdaRank model over FEATURES."""
+    """A LightGBM model over FEATURES (binary or lambdarank objective)."""
 
+    objective: str = "binary"
     seed: int = 13
     model: lgb.Booster | None = None
     stats: dict = field(default_factory=dict)
@@ -96,18 +101,19 @@ class Ranker:
         if train.empty:
             raise ValueError("no candidate was bought in the label window: widen label_window_days")
         groups = train.groupby("user_id", sort=False).size().to_numpy()
-        dataset = lgb.Dataset(train[FEATURES].astype(float), label=train["_label"], group=groups)
+        dataset = lgb.Dataset(
+            train[FEATURES].astype(float),
+            label=train["_label"],
+            group=groups if self.objective == "lambdarank" else None,
+        )
         params = {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "ndcg_eval_at": [20],
+            "objective": self.objective,
             "learning_rate": 0.05,
             "num_leaves": 31,
             "min_data_in_leaf": 20,
             "feature_fraction": 0.9,
             "bagging_fraction": 0.8,
             "bagging_freq": 1,
-            "lambdarank_truncation_level": 40,
             "seed": self.seed,
             "deterministic": True,
             "num_threads": 2,

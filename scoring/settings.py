@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
     top_n: int = Field(20, description="Recommendations published per user.")
     popular_k: int = Field(50, description="Popular items added to every user's candidates.")
+    ranker_objective: Literal["binary", "lambdarank"] = Field(
+        "binary", description="LightGBM objective of the ranker (see scoring/rank.py)."
+    )
     label_window_days: int = Field(
         60, description="The ranker learns from purchases in this many days before the scoring time."
     )

@@ -29,9 +29,10 @@ def test_labels_mark_candidates_bought_in_the_window() -> None:
     assert rank.labels(candidates, window).tolist() == [0, 1, 0]
 
 
-def test_learned_ranker_puts_what_gets_bought_first_and_reports_importances() -> None:
+@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
+def test_learned_ranker_puts_what_gets_bought_first_and_reports_importances(objective: str) -> None:
     train, test = _synthetic(seed=1), _synthetic(seed=2)
-    ranker = rank.Ranker(seed=3).fit(train, train["bought"].to_numpy())
+    ranker = rank.Ranker(objective=objective, seed=3).fit(train, train["bought"].to_numpy())
     test["score"] = ranker.predict(test)
     top = rank.top_n(test, n=3)
     hits = top.merge(test[["user_id", "item_id", "bought"]])["bought"].mean()
