@@ -38,7 +38,7 @@ class Split:
 
     train: pd.DataFrame  # user_id, item_id, ordered_at, title (all train users)
     users: np.ndarray  # evaluated users, sorted
-    items: np.ndarray  # the item universe: items bought in the train window, sorted
+    items: np.ndarray  # the item universe: every product bought in either window, sorted
     truth: list[set[int]]  # per evaluated user, positions of items bought in the test window
     past: list[set[int]]  # per evaluated user, positions of items bought in the train window
 
@@ -70,7 +70,7 @@ def split(purchases: pd.DataFrame, cut: str = CUT) -> Split:
     train = purchases[purchases["ordered_at"] < cut_ts]
     test = purchases[purchases["ordered_at"] >= cut_ts]
     users = np.array(sorted(set(train["user_id"]) & set(test["user_id"])))
-    items = np.array(sorted(set(train["item_id"])))
+    items = np.array(sorted(set(purchases["item_id"])))
     index = pd.Index(items)
 
     def sets(frame: pd.DataFrame) -> list[set[int]]:
