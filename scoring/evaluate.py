@@ -317,6 +317,52 @@ def print_table(report: dict) -> None:
     console.print("candidate recall (share of test items among the candidates):", report["candidate_recall"])
 
 
+def write_html(report: dict, out: Path) -> Path:
+    """reports/evaluation.html: metrics with their intervals, candidate recall and ranker importances."""
+    import plotly.graph_objects as go
+
+    from scoring.report import render_page
+
+    methods = list(report["methods"])
+    figures = []
+    for metric, title in (("ndcg@20", "NDCG@20"), ("recall@20", "Recall@20")):
+        fig = go.Figure()
+        for suffix, label in (("", "all items"), ("_novel", "novel items")):
+            values = [report["methods"][m][metric + suffix] for m in methods]
+            fig.add_bar(
+                name=label,
+                x=methods,
+                y=[v["value"] for v in values],
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [v["ci_high"] - v["value"] for v in values],
+                    "arrayminus": [v["value"] - v["ci_low"] for v in values],
+                },
+            )
+        fig.update_layout(title=f"{title} with 95% bootstrap intervals", barmode="group")
+        figures.append(fig)
+    recall = {k: v for k, v in report["candidate_recall"].items() if k != "merged_candidates_per_user"}
+    figures.append(
+        go.Figure(go.Bar(x=list(recall), y=list(recall.values()))).update_layout(
+            title="Candidate recall of the test items, by source"
+        )
+    )
+    importances = dict(list(report["ranker_importances"].items())[:15])
+    figures.append(
+        go.Figure(go.Bar(x=list(importances.values()), y=list(importances), orientation="h")).update_layout(
+            title="Ranker feature importance (share of gain)", yaxis={"autorange": "reversed"}
+        )
+    )
+    protocol = report["protocol"]
+    intro = (
+        f"<p>UCI Online Retail (Chen, Sain and Guo, 2012; CC BY 4.0). Train before {protocol['cut']}, test "
+        f"after; {protocol['users']:,} users with a purchase on each side, {protocol['items']:,} items.</p>"
+    )
+    out.write_text(render_page("Aisle offline evaluation", intro, figures), encoding="utf-8")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -340,7 +386,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     print_table(report)
-    console.print(f"wrote {out / 'evaluation.json'}")
+    console.print(f"wrote {out / 'evaluation.json'} and {write_html(report, out / 'evaluation.html')}")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,30 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, classes="grid", na_rep="")
 
 
+def render_page(title: str, intro: str, figures: list[go.Figure], outro: str = "") -> str:
+    """One self-contained HTML page: plotly's JavaScript inlined once, then every figure."""
+    plots = [
+        fig.to_html(
+            full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}", config={"responsive": True}
+        )
+        for i, fig in enumerate(figures)
+    ]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table.grid {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+table.grid th, table.grid td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: left; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{intro}
+{"".join(plots)}
+{outro}
+</body></html>
+"""
+
+
 def build(settings: Settings, out: Path = DEFAULT_OUT) -> Path:
     """Write the report and return its path."""
     figures = [
@@ -215,30 +239,12 @@ def build(settings: Settings, out: Path = DEFAULT_OUT) -> Path:
         " from governance.rules as rules left join fct_quarantine_rules as q using (rule_code)"
         " group by all order by rows desc, rules.rule_code",
     )
-    plots = [
-        fig.to_html(
-            full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}", config={"responsive": True}
-        )
-        for i, fig in enumerate(figures)
-    ]
     source = html.escape(f"{settings.source} ({settings.resolved_raw_path})")
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Aisle data quality</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table.grid {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
-table.grid th, table.grid td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: left; }}
-</style></head>
-<body>
-<h1>Aisle data quality</h1>
-<p>Source: {source}. Built from the dbt warehouse {html.escape(str(settings.warehouse_path))}.</p>
-<h2>Reconciliation: raw = clean + quarantined</h2>
-{_table(reconciliation)}
-{"".join(plots)}
-<h2>Rules</h2>
-{_table(rules)}
-</body></html>
-"""
+    intro = (
+        f"<p>Source: {source}. Built from the dbt warehouse {html.escape(str(settings.warehouse_path))}.</p>"
+        f"<h2>Reconciliation: raw = clean + quarantined</h2>{_table(reconciliation)}"
+    )
+    page = render_page("Aisle data quality", intro, figures, f"<h2>Rules</h2>{_table(rules)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
