@@ -62,7 +62,9 @@ user_recommendations = FeatureView(
         description="Written by `make score` (scoring/publish.py), one row per user and run.",
     ),
     online=True,
-    description="Each active user's top-N recommendations, as the last successful scoring run published them.",
+    description=(
+        "Each active user's top-N recommendations, as the last successful scoring run published them."
+    ),
     owner=OWNER,
     tags={"producer": "scoring", "team": "recsys"},
 )
