@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features lint clean
+.PHONY: install score test test-fast dbt features serve lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ dbt: install
 
 features: install
 	$(VENV)/bin/aisle features
+
+# Feast's HTTP feature server (POST /get-online-features) on feast_host:feast_port from the settings.
+serve: install
+	$(PY) -m scoring serve
 
 test: install
 	$(PY) -m pytest -q
