@@ -123,6 +123,18 @@ def test_an_unknown_user_is_not_found_with_nulls_and_the_known_user_is_unaffecte
         assert answer[name]["values"][1] is None, name
 
 
+def test_a_stored_null_is_present_with_a_null_value(served) -> None:
+    """PRESENT means the entity has a row; a feature whose value is null there comes back as null."""
+    workspace, _, server = served
+    items = pd.read_parquet(workspace.marts_dir / "dim_items.parquet")
+    item = items[items["material"].isna()].iloc[0]
+    answer = _columns(
+        _post(server, {"feature_service": "item_text_v1", "entities": {"item_id": [item.item_id]}})
+    )
+    assert answer["material"] == {**answer["material"], "values": [None], "statuses": ["PRESENT"]}
+    assert answer["title"]["values"] == [item.title]
+
+
 BAD_REQUESTS = {
     # name: (raw body, headers, expected HTTP status, text the error carries)
     "unknown feature": (
@@ -148,6 +160,12 @@ BAD_REQUESTS = {
         {"Content-Type": "application/json"},
         500,
         "Missing join key values for keys: ['item_id', 'user_id']",
+    ),
+    "entity lists of different lengths": (
+        b'{"feature_service": "ranking_v1", "entities": {"user_id": ["U000001"], "item_id": ["I1", "I2"]}}',
+        {"Content-Type": "application/json"},
+        500,
+        "All entity rows must have the same columns.",
     ),
     "malformed JSON": (
         b'{"feature_service": "ranking_v1", "entities": {"user_id": ["U0',
