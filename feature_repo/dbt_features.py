@@ -5,6 +5,10 @@ Its features are the documented columns other than the entities and `event_times
 takes its description and type from the column's dbt `description` and `data_type`, and the view takes
 its description, owner and tags from the model. `feast dbt import` does the same for BigQuery,
 Snowflake and file sources with placeholder paths only, so Aisle reads the manifest itself.
+
+The same mapping checks the two places the docs can fall out of step with: `mart_violations` (the
+Parquet a mart wrote against its documented columns and types) and `registry_drift` (the applied Feast
+registry against the manifest). tests/test_feast_definitions.py runs both.
 """
 
 from __future__ import annotations
