@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features evaluate report bench lint clean
+.PHONY: install score test test-fast dbt features serve evaluate report bench lint clean
 
 install: $(STAMP)
 
@@ -23,13 +23,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 score: install
-	$(VENV)/bin/aisle score
+	$(PY) -m scoring score
 
 dbt: install
-	$(VENV)/bin/aisle dbt
+	$(PY) -m scoring dbt
 
 features: install
-	$(VENV)/bin/aisle features
+	$(PY) -m scoring features
 
 evaluate: install
 	$(PY) -m scoring.evaluate
@@ -39,6 +39,10 @@ report: install
 
 bench: install
 	$(PY) -m scoring.bench
+
+# Feast's HTTP feature server (POST /get-online-features) on feast_host:feast_port from the settings.
+serve: install
+	$(PY) -m scoring serve
 
 test: install
 	$(PY) -m pytest -q

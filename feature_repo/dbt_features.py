@@ -5,6 +5,10 @@ Its features are the documented columns other than the entities and `event_times
 takes its description and type from the column's dbt `description` and `data_type`, and the view takes
 its description, owner and tags from the model. `feast dbt import` does the same for BigQuery,
 Snowflake and file sources with placeholder paths only, so Aisle reads the manifest itself.
+
+The same mapping checks the two places the docs can fall out of step with: `mart_violations` (the
+Parquet a mart wrote against its documented columns and types) and `registry_drift` (the applied Feast
+registry against the manifest). tests/test_feast_definitions.py runs both.
 """
 
 from __future__ import annotations
@@ -15,20 +19,31 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Array, FeastType, Float32, Float64, Int64, String, UnixTimestamp
+from feast.types import Array, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
 MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "manifest.json"
 
-# dbt contract data_type -> Feast type. Anything else is an error, so a type never drifts silently.
+# dbt contract data_type -> Feast type, and the Arrow type DuckDB writes into the mart's Parquet for it.
+# Anything else is an error, so a type never drifts silently between the SQL, the file and Feast.
 DBT_TO_FEAST: dict[str, FeastType] = {
     "bigint": Int64,
-    "integer": Int64,
+    "integer": Int32,
     "double": Float64,
     "float": Float32,
     "varchar": String,
     "varchar[]": Array(String),
     "timestamp": UnixTimestamp,
+}
+DBT_TO_ARROW: dict[str, pa.DataType] = {
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "varchar": pa.string(),
+    "varchar[]": pa.list_(pa.string()),
+    "timestamp": pa.timestamp("us"),
 }
 
 
@@ -53,35 +68,65 @@ def feast_models(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def feature_columns(model: dict[str, Any]) -> list[dict[str, Any]]:
-    """The documented columns of a mart that are features (not keys, not the timestamp)."""
+    """The documented columns of a mart that are features (not keys, not the timestamp).
+
+    A name in `meta.feast.features` that dbt does not document is an error rather than a silent drop,
+    so deleting a column's docs cannot quietly remove a feature that consumers read.
+    """
     spec = model["config"]["meta"]["feast"]
     skip = {*spec["entities"], "event_timestamp"}
     wanted = spec.get("features")
     columns = [c for name, c in model["columns"].items() if name not in skip]
     if wanted:
+        undocumented = sorted(set(wanted) - {c["name"] for c in columns})
+        if undocumented:
+            raise ManifestError(
+                f"{model['name']}: meta.feast.features names undocumented columns {undocumented}; "
+                "document them in dbt (description and data_type) or drop them from the list."
+            )
         columns = [c for c in columns if c["name"] in wanted]
     return columns
 
 
-def field_for(model_name: str, column: dict[str, Any]) -> Field:
-    description = (column.get("description") or "").strip()
-    if not description:
-        raise ManifestError(f"{model_name}.{column['name']}: a feature needs a description in dbt.")
+def model_owner(model: dict[str, Any]) -> str:
+    owner = model["config"]["meta"].get("owner") or ""
+    if not owner:
+        raise ManifestError(f"{model['name']}: a feature view needs meta.owner in dbt.")
+    return owner
+
+
+def data_type_of(model_name: str, column: dict[str, Any]) -> str:
+    """The column's dbt data_type, which must be one Aisle knows how to carry into Feast."""
     data_type = (column.get("data_type") or "").lower()
     if data_type not in DBT_TO_FEAST:
         raise ManifestError(
             f"{model_name}.{column['name']}: data_type {data_type!r} has no Feast type "
             f"(known: {', '.join(DBT_TO_FEAST)})."
         )
-    return Field(name=column["name"], dtype=DBT_TO_FEAST[data_type], description=description)
+    return data_type
+
+
+def field_for(model: dict[str, Any], column: dict[str, Any]) -> Field:
+    """One feature: dbt's column description and type, and an owner (the column's, else the model's)."""
+    description = (column.get("description") or "").strip()
+    if not description:
+        raise ManifestError(f"{model['name']}.{column['name']}: a feature needs a description in dbt.")
+    owner = (column.get("meta") or {}).get("owner") or model_owner(model)
+    return Field(
+        name=column["name"],
+        dtype=DBT_TO_FEAST[data_type_of(model["name"], column)],
+        description=description,
+        tags={"owner": owner, "dbt_column": f"{model['name']}.{column['name']}"},
+    )
 
 
 def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: Path) -> FeatureView:
     """One Feast feature view over the Parquet file dbt wrote for `model`."""
     spec = model["config"]["meta"]["feast"]
-    owner = model["config"]["meta"].get("owner") or ""
-    if not owner:
-        raise ManifestError(f"{model['name']}: a feature view needs meta.owner in dbt.")
+    owner = model_owner(model)
+    description = (model.get("description") or "").strip()
+    if not description:
+        raise ManifestError(f"{model['name']}: a feature view needs a model description in dbt.")
     source = FileSource(
         name=f"{model['name']}_source",
         path=str(marts_dir / f"{model['name']}.parquet"),
@@ -92,13 +137,17 @@ def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: 
         name=spec["view"],
         entities=[entities[key] for key in spec["entities"]],
         ttl=timedelta(days=int(spec.get("ttl_days", 0))),
-        schema=[field_for(model["name"], column) for column in feature_columns(model)],
+        schema=[field_for(model, column) for column in feature_columns(model)],
         source=source,
         online=True,
-        description=model["description"].strip(),
+        description=description,
         owner=owner,
-        tags={"dbt_model": model["name"], **{tag: "true" for tag in model["config"].get("tags", [])}},
+        tags=view_tags(model),
     )
+
+
+def view_tags(model: dict[str, Any]) -> dict[str, str]:
+    return {"dbt_model": model["name"], **{tag: "true" for tag in model["config"].get("tags", [])}}
 
 
 def marts_dir() -> Path:
@@ -111,3 +160,72 @@ def feature_models_to_views(entities: dict[str, Entity], path: Path = MANIFEST) 
     directory = marts_dir()
     views = [feature_view(model, entities, directory) for model in feast_models(manifest)]
     return {view.name: view for view in views}
+
+
+def mart_violations(model: dict[str, Any], schema: pa.Schema) -> list[str]:
+    """How the Parquet file dbt wrote for a Feast model breaks its documentation.
+
+    dbt cannot enforce a contract on an external (Parquet) model, so this is the check: every column in
+    the file is documented (an undocumented one never reaches Feast), and every feature column exists
+    with exactly the Arrow type its dbt data_type promises (the type Feast declares for it).
+    """
+    name = model["name"]
+    problems = [
+        f"{name}.{column}: in the mart but not documented in dbt"
+        for column in schema.names
+        if column not in model["columns"]
+    ]
+    for column in feature_columns(model):
+        expected = DBT_TO_ARROW[data_type_of(name, column)]
+        if column["name"] not in schema.names:
+            problems.append(f"{name}.{column['name']}: documented for Feast but missing from the mart")
+            continue
+        actual = schema.field(column["name"]).type
+        if actual != expected:
+            problems.append(
+                f"{name}.{column['name']}: mart type {actual} disagrees with dbt data_type "
+                f"{column['data_type']!r} ({expected})"
+            )
+    return problems
+
+
+def registry_drift(manifest: dict[str, Any], views: list[FeatureView]) -> list[str]:
+    """How applied feature views differ from what the manifest defines (empty when in sync).
+
+    Catches a registry that `feast apply` has not caught up with: a documented feature missing from its
+    view, an extra one, or a type, description, owner, TTL or tag that disagrees with dbt.
+    """
+    applied = {view.name: view for view in views}
+    problems = []
+    for model in feast_models(manifest):
+        spec = model["config"]["meta"]["feast"]
+        view = applied.get(spec["view"])
+        if view is None:
+            problems.append(f"{spec['view']}: defined by dbt model {model['name']} but not applied")
+            continue
+        expected = {field.name: field for field in (field_for(model, c) for c in feature_columns(model))}
+        actual = {field.name: field for field in view.features}
+        for missing in sorted(expected.keys() - actual.keys()):
+            problems.append(f"{view.name}.{missing}: documented in dbt but missing from the feature view")
+        for extra in sorted(actual.keys() - expected.keys()):
+            problems.append(f"{view.name}.{extra}: in the feature view but not documented in dbt")
+        for name in sorted(expected.keys() & actual.keys()):
+            want, got = expected[name], actual[name]
+            for attribute in ("dtype", "description", "tags"):
+                if getattr(want, attribute) != getattr(got, attribute):
+                    problems.append(
+                        f"{view.name}.{name}: {attribute} {getattr(got, attribute)!r} "
+                        f"disagrees with dbt ({getattr(want, attribute)!r})"
+                    )
+        view_expected = {
+            "owner": model_owner(model),
+            "description": (model.get("description") or "").strip(),
+            "ttl": timedelta(days=int(spec.get("ttl_days", 0))),
+            "tags": view_tags(model),
+        }
+        for attribute, want in view_expected.items():
+            if getattr(view, attribute) != want:
+                problems.append(
+                    f"{view.name}: {attribute} {getattr(view, attribute)!r} disagrees with dbt ({want!r})"
+                )
+    return problems

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("dbt", help="dbt build with this workspace's environment")
     commands.add_parser("features", help="dbt build, feast apply and materialize")
     commands.add_parser("env", help="print the environment for running dbt/feast by hand (eval it)")
+    commands.add_parser("serve", help="Feast's HTTP feature server on AISLE_FEAST_HOST:AISLE_FEAST_PORT")
     args = parser.parse_args(argv)
     settings = Settings()
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
 
         prepare_raw(settings)
         build_features(settings)
+    elif args.command == "serve":
+        from scoring.serving import exec_server
+
+        exec_server(settings)
     elif args.command == "env":
         for key, value in settings.environ().items():
             print(f"export {key}={shlex.quote(value)}")
