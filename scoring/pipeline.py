@@ -19,7 +19,7 @@ from rich.table import Table
 
 from retrieval import candidates as cand
 from retrieval import index as faiss_index
-from scoring import demo_shop, feature_store, publish, rank, training_data, warehouse
+from scoring import demo_shop, feature_store, publish, rank, raw_contract, training_data, warehouse
 from scoring.embed import embed_run
 from scoring.finetune import finetune
 from scoring.run_folder import RunFolder, peak_rss_mb
@@ -35,10 +35,8 @@ class ValidationError(RuntimeError):
 def prepare_raw(settings: Settings) -> dict:
     """Generate the demo shop when it is the source and its files are missing or stale."""
     if settings.source != "demo":
-        path = settings.resolved_raw_path
-        if not path.exists():
-            raise FileNotFoundError(f"AISLE_RAW_PATH={path} does not exist (source {settings.source}).")
-        return {"raw_path": str(path)}
+        raw_contract.check(settings)
+        return {"raw_path": str(settings.resolved_raw_path)}
     out = settings.resolved_raw_path
     params = {
         "n_users": settings.demo_users,
