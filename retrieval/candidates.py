@@ -3,7 +3,11 @@
 - embedding: FAISS top-K items for the user's history embedding (the fine-tuned two-tower model);
 - repeat: everything the user bought before (repeat purchases dominate gift and grocery shops);
 - co_purchase: item-kNN, items bought by the same users as the user's items (cosine, binary);
+- als: implicit-feedback matrix factorisation (implicit's ALS) over purchase counts;
 - popular: the items most bought in the last 30 days.
+
+Every candidate also carries `als_affinity`, the ALS score of the pair whichever source proposed it,
+so the ranker can compare repeats and novel items on one collaborative scale.
 """
 
 from __future__ import annotations
@@ -16,18 +20,41 @@ import scipy.sparse as sp
 
 from retrieval import index as faiss_index
 
-SOURCES = ("repeat", "co_purchase", "embedding", "popular")
+SOURCES = ("repeat", "co_purchase", "embedding", "als", "popular")
 
 
-def user_item_matrix(lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
-    """Binary users x items purchase matrix over the given id orders."""
+def user_item_matrix(
+    lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, binary: bool = True
+) -> sp.csr_matrix:
+    """Users x items purchase matrix over the given id orders: 1/0, or purchase-line counts."""
     u = pd.Index(user_ids).get_indexer(lines["user_id"])
     i = pd.Index(item_ids).get_indexer(lines["item_id"])
     keep = (u >= 0) & (i >= 0)
     data = np.ones(int(keep.sum()), dtype=np.float32)
     matrix = sp.csr_matrix((data, (u[keep], i[keep])), shape=(len(user_ids), len(item_ids)))
-    matrix.data[:] = 1.0
+    if binary:
+        matrix.data[:] = 1.0
     return matrix
+
+
+def als_factors(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """User and item factors of implicit's ALS fitted on users x items purchase counts."""
+    from implicit.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(factors=factors, regularization=0.05, iterations=15, random_state=seed)
+    model.fit(counts.tocsr(), show_progress=False)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
+def als(user_factors: np.ndarray, item_factors: np.ndarray, user_ids, item_ids, k: int, batch: int = 2048):
+    """The k items with the highest ALS score per user."""
+    frames = []
+    for start in range(0, len(user_ids), batch):
+        positions, values = top_k_rows(user_factors[start : start + batch] @ item_factors.T, k)
+        frames.append(
+            _long(user_ids[start : start + batch], item_ids, positions, np.maximum(values, 1e-6), "als")
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +80,17 @@ def _long(user_ids: np.ndarray, item_ids: np.ndarray, positions: np.ndarray, val
     )
 
 
+def item_similarity(binary: sp.csr_matrix) -> sp.csr_matrix:
+    """Item x item cosine similarity of binary purchase vectors, self-similarity removed (item-kNN)."""
+    norms = np.sqrt(np.maximum(np.asarray(binary.sum(axis=0)).ravel(), 1.0))
+    co = (binary.T @ binary).tocsr().astype(np.float32)
+    co.setdiag(0)
+    return (sp.diags(1 / norms) @ co @ sp.diags(1 / norms)).tocsr()
+
+
 def co_purchase(matrix: sp.csr_matrix, user_ids, item_ids, k: int, batch: int = 2048) -> pd.DataFrame:
     """Item-kNN scores (sum of cosine similarities to the user's items), the user's own items excluded."""
-    counts = np.asarray(matrix.sum(axis=0)).ravel()
-    norms = np.sqrt(np.maximum(counts, 1.0))
-    co = (matrix.T @ matrix).tocsr().astype(np.float32)
-    co.setdiag(0)
-    similarity = sp.diags(1 / norms) @ co @ sp.diags(1 / norms)
+    similarity = item_similarity(matrix)
     frames = []
     for start in range(0, matrix.shape[0], batch):
         block = matrix[start : start + batch]
@@ -127,14 +158,24 @@ def generate(
     as_of: pd.Timestamp,
     k: int,
     popular_k: int,
+    als_dim: int = 128,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Every source for every user from purchases strictly before `as_of`, merged."""
     before = lines[lines["ordered_at"] < as_of]
-    matrix = user_item_matrix(before, user_ids, item_ids)
+    counts = user_item_matrix(before, user_ids, item_ids, binary=False)
+    binary = counts.copy()
+    binary.data[:] = 1.0
+    user_factors, item_factors = als_factors(counts, als_dim, seed)
     frames = [
         embedding(index, user_vectors, user_ids, item_ids, k),
         repeat(before[before["user_id"].isin(set(user_ids))], as_of),
-        co_purchase(matrix, user_ids, item_ids, k),
+        co_purchase(binary, user_ids, item_ids, k),
+        als(user_factors, item_factors, user_ids, item_ids, k),
         popular(before, user_ids, as_of, popular_k),
     ]
-    return merge(frames)
+    merged = merge(frames)
+    rows = pd.Index(user_ids).get_indexer(merged["user_id"])
+    cols = pd.Index(item_ids).get_indexer(merged["item_id"])
+    merged["als_affinity"] = np.einsum("ij,ij->i", user_factors[rows], item_factors[cols]).astype(np.float32)
+    return merged

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from rich.console import Console
 from rich.table import Table
 
-from retrieval.candidates import SOURCES
+from retrieval import candidates as cand
 from scoring.settings import ROOT, SHARED_ONLINE_RETAIL, Settings
 
 CUT = "2011-09-01"
@@ -83,14 +83,8 @@ def split(purchases: pd.DataFrame, cut: str = CUT) -> Split:
 
 
 def user_item_matrix(split: Split, users: np.ndarray, binary: bool = True) -> sp.csr_matrix:
-    rows = pd.Index(users).get_indexer(split.train["user_id"])
-    cols = split.position(split.train["item_id"])
-    keep = (rows >= 0) & (cols >= 0)
-    data = np.ones(int(keep.sum()), dtype=np.float32)
-    matrix = sp.csr_matrix((data, (rows[keep], cols[keep])), shape=(len(users), len(split.items)))
-    if binary:
-        matrix.data[:] = 1.0
-    return matrix
+    """The train window's users x items matrix, over the split's item universe."""
+    return cand.user_item_matrix(split.train, users, split.items, binary=binary)
 
 
 # ----- metrics ---------------------------------------------------------------------------------
@@ -157,23 +151,17 @@ def repurchase_then_popularity(split: Split) -> np.ndarray:
 
 def item_knn(split: Split) -> np.ndarray:
     everyone = np.array(sorted(split.train["user_id"].unique()))
-    matrix = user_item_matrix(split, everyone)
-    norms = np.sqrt(np.maximum(np.asarray(matrix.sum(axis=0)).ravel(), 1.0))
-    similarity = (sp.diags(1 / norms) @ (matrix.T @ matrix) @ sp.diags(1 / norms)).tocsr()
-    similarity.setdiag(0)
-    mine = user_item_matrix(split, split.users)
-    return np.asarray((mine @ similarity).todense())
+    similarity = cand.item_similarity(user_item_matrix(split, everyone))
+    return np.asarray((user_item_matrix(split, split.users) @ similarity).todense())
 
 
 def implicit_als(split: Split, factors: int = 128, seed: int = 0) -> np.ndarray:
-    from implicit.als import AlternatingLeastSquares
-
     everyone = np.array(sorted(split.train["user_id"].unique()))
-    counts = user_item_matrix(split, everyone, binary=False).tocsr()
-    model = AlternatingLeastSquares(factors=factors, regularization=0.05, iterations=15, random_state=seed)
-    model.fit(counts, show_progress=False)
+    user_factors, item_factors = cand.als_factors(
+        user_item_matrix(split, everyone, binary=False), factors, seed
+    )
     rows = pd.Index(everyone).get_indexer(split.users)
-    return np.asarray(model.user_factors[rows] @ model.item_factors.T)
+    return user_factors[rows] @ item_factors.T
 
 
 def item_titles(split: Split) -> list[str]:
@@ -188,7 +176,7 @@ def zero_shot_mean_history(split: Split, model_name: str) -> np.ndarray:
     model = load_model(model_name, "cpu", 64)
     vectors = encode(model, item_titles(split), 256, "item titles (zero-shot)")
     mine = user_item_matrix(split, split.users)
-    users = np.asarray(mine @ vectors) / np.maximum(mine.sum(axis=1), 1)
+    users = np.asarray(mine @ vectors) / np.maximum(np.asarray(mine.sum(axis=1)), 1)
     return users @ vectors.T
 
 
@@ -248,7 +236,7 @@ def candidate_recall(run_dir: Path, split: Split) -> dict[str, float]:
     candidates = pd.read_parquet(run_dir / "candidates.parquet")
     candidates = candidates[candidates["user_id"].isin(set(split.users))]
     out = {}
-    for source in (*SOURCES, "merged"):
+    for source in (*cand.SOURCES, "merged"):
         chosen = candidates if source == "merged" else candidates[candidates[source] > 0]
         positions = split.position(chosen["item_id"])
         found = pd.Series(positions).groupby(chosen["user_id"].to_numpy()).agg(lambda p: set(p[p >= 0]))

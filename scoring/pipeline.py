@@ -129,6 +129,8 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
                 at,
                 settings.candidates_k,
                 settings.popular_k,
+                settings.als_factors,
+                settings.seed,
             )
 
         candidates = generate(users, "users_embeddings.npy", as_of)

@@ -31,12 +31,14 @@ FEAST_FEATURES = [
     "avg_order_value",
     "avg_basket_units",
     "distinct_items",
+    "repeat_item_share",
     "tenure_days",
     "units_7d",
     "units_30d",
     "units_90d",
     "orders_30d",
     "distinct_buyers",
+    "repeat_buyer_share",
     "avg_unit_price",
     "return_rate",
     "times_bought",
@@ -69,6 +71,7 @@ def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timest
         frame[f"is_{source}"] = (frame[source] > 0).astype(np.int8)
     frame["co_purchase_rank"] = _rank_within_user(frame, "co_purchase")
     frame["embedding_rank"] = _rank_within_user(frame, "embedding")
+    frame["als_rank"] = frame.groupby("user_id")["als_affinity"].rank(ascending=False, method="first")
     return frame
 
 

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
     top_n: int = Field(20, description="Recommendations published per user.")
     popular_k: int = Field(50, description="Popular items added to every user's candidates.")
+    als_factors: int = Field(128, description="Latent factors of the ALS candidate source.")
     ranker_objective: Literal["binary", "lambdarank"] = Field(
         "binary", description="LightGBM objective of the ranker (see scoring/rank.py)."
     )

@@ -64,4 +64,3 @@ def test_features_change_when_the_cut_moves(cut_workspaces) -> None:
     assert (both["orders_late"] > both["orders_early"]).any()
     # users whose first purchase falls between the cuts exist only in the later build
     assert len(stats[CUTS[1]]) > len(stats[CUTS[0]])
-

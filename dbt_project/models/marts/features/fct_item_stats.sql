@@ -31,12 +31,28 @@ daily_returns as (
 
 ),
 
-first_buyers as (
+-- When each known buyer first bought the item, and when they bought it a second time (if ever).
+buyer_purchases as (
 
-    select item_id, user_id, min(cast(ordered_at as date)) as first_bought_on
+    select
+        item_id,
+        user_id,
+        cast(ordered_at as date) as bought_on,
+        row_number() over (partition by item_id, user_id order by ordered_at, purchase_key) as purchase_number
     from lines
     where user_id is not null
-    group by item_id, user_id
+
+),
+
+first_buyers as (
+
+    select item_id, user_id, bought_on as first_bought_on from buyer_purchases where purchase_number = 1
+
+),
+
+repeat_buyers as (
+
+    select item_id, user_id, bought_on as second_bought_on from buyer_purchases where purchase_number = 2
 
 ),
 
@@ -87,14 +103,18 @@ windowed as (
 -- All-time figures as of each snapshot: one running sum over events and snapshots in time order.
 timeline as (
 
-    select item_id, sold_on as at_day, 0 as is_snapshot, units, revenue, 0 as returned_units, 0 as new_buyers
+    select
+        item_id, sold_on as at_day, 0 as is_snapshot, units, revenue,
+        0 as returned_units, 0 as new_buyers, 0 as new_repeat_buyers
     from daily
     union all
-    select item_id, returned_on, 0, 0, 0, returned_units, 0 from daily_returns
+    select item_id, returned_on, 0, 0, 0, returned_units, 0, 0 from daily_returns
     union all
-    select item_id, first_bought_on, 0, 0, 0, 0, 1 from first_buyers
+    select item_id, first_bought_on, 0, 0, 0, 0, 1, 0 from first_buyers
     union all
-    select item_id, snapshot_on, 1, 0, 0, 0, 0 from item_snapshots
+    select item_id, second_bought_on, 0, 0, 0, 0, 0, 1 from repeat_buyers
+    union all
+    select item_id, snapshot_on, 1, 0, 0, 0, 0, 0 from item_snapshots
 
 ),
 
@@ -107,7 +127,8 @@ running as (
         sum(units) over history as units_total,
         sum(revenue) over history as revenue_total,
         sum(returned_units) over history as returned_total,
-        sum(new_buyers) over history as distinct_buyers
+        sum(new_buyers) over history as distinct_buyers,
+        sum(new_repeat_buyers) over history as repeat_buyers
     from timeline
     window history as (
         partition by item_id order by at_day, is_snapshot desc rows between unbounded preceding and current row
@@ -123,6 +144,7 @@ select
     cast(windowed.units_90d as bigint) as units_90d,
     cast(windowed.orders_30d as bigint) as orders_30d,
     cast(running.distinct_buyers as bigint) as distinct_buyers,
+    cast(running.repeat_buyers as double) / nullif(running.distinct_buyers, 0) as repeat_buyer_share,
     cast(running.revenue_total / nullif(running.units_total, 0) as double) as avg_unit_price,
     least(1.0, cast(running.returned_total as double) / nullif(running.units_total, 0)) as return_rate
 from windowed
