@@ -31,8 +31,10 @@ dbt: install
 features: install
 	$(PY) -m scoring features
 
+# Online Retail needs a larger fine-tuning budget and a label window as long as the test window.
 evaluate: install
-	$(PY) -m scoring.evaluate
+	AISLE_FINETUNE_STEPS=$${AISLE_FINETUNE_STEPS:-120} AISLE_LABEL_WINDOW_DAYS=$${AISLE_LABEL_WINDOW_DAYS:-90} \
+		$(PY) -m scoring.evaluate
 
 report: install
 	$(PY) -m scoring.report

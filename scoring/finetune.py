@@ -2,7 +2,10 @@
 
 One shared encoder embeds the user's history text and the purchased item's text; the loss is
 in-batch-negatives cross-entropy (MultipleNegativesRanking), so every other item of the batch is a
-negative. The step budget is bounded by settings. On CUDA it runs under bf16 autocast. It reads only
+negative. In-batch negatives are drawn in proportion to popularity, which teaches the model to push
+popular items down; the logQ correction (Yi et al., 2019) subtracts each item's log sampling
+probability from its logits to undo that, and a negative that is the same item as the positive is
+masked out. The step budget is bounded by settings. On CUDA it runs under bf16 autocast. It reads only
 Parquet from the run folder, so it can run alone on a GPU host (`python -m scoring.finetune RUN_DIR`).
 """
 
@@ -22,6 +25,22 @@ from tqdm import tqdm
 from scoring.settings import Settings
 
 SCALE = 20.0  # inverse temperature of the in-batch softmax, as in sentence-transformers' MNRL
+
+
+def in_batch_loss(queries: torch.Tensor, positives: torch.Tensor, item_ids: list[str], log_q: torch.Tensor):
+    """Symmetric in-batch softmax loss with the logQ correction and same-item negatives masked."""
+    scores = SCALE * queries.float() @ positives.float().T
+    labels = torch.arange(len(item_ids), device=scores.device)
+    codes = torch.as_tensor(pd.factorize(pd.Series(item_ids))[0], device=scores.device)
+    same_item = (codes[:, None] == codes[None, :]) & ~torch.eye(
+        len(item_ids), dtype=torch.bool, device=scores.device
+    )
+    scores = scores.masked_fill(same_item, float("-inf"))
+    corrected = scores - log_q.to(scores.device)[None, :]
+    return (
+        torch.nn.functional.cross_entropy(corrected, labels)
+        + torch.nn.functional.cross_entropy(scores.T, labels)
+    ) / 2
 
 
 def pick_device(requested: str) -> str:
@@ -58,18 +77,15 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
     model.train()
     start = time.perf_counter()
     batch = settings.finetune_batch_size
+    frequency = pairs["item_id"].map(pairs["item_id"].value_counts(normalize=True)).to_numpy()
     for step in tqdm(range(steps), desc="fine-tune", unit="step"):
         idx = rng.choice(len(pairs), size=min(batch, len(pairs)), replace=False)
         rows = pairs.iloc[idx]
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
             queries = _embed(model, rows["query"].tolist())
             positives = _embed(model, rows["positive"].tolist())
-            scores = SCALE * queries.float() @ positives.float().T
-            labels = torch.arange(len(rows), device=scores.device)
-            loss = (
-                torch.nn.functional.cross_entropy(scores, labels)
-                + torch.nn.functional.cross_entropy(scores.T, labels)
-            ) / 2
+            log_q = torch.log(torch.as_tensor(frequency[idx], dtype=torch.float32))
+            loss = in_batch_loss(queries, positives, rows["item_id"].tolist(), log_q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

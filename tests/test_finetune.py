@@ -11,7 +11,7 @@ def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tm
     colours = ["red", "blue", "green", "yellow", "black", "white", "pink", "grey"]
     things = ["mug", "lamp", "cushion", "vase", "candle", "tray"]
     rows = [
-        {"query": f"{c} {a} | {c} {b}", "positive": f"{c} {t}"}
+        {"query": f"{c} {a} | {c} {b}", "positive": f"{c} {t}", "item_id": f"{c}-{t}"}
         for c in colours
         for a, b, t in zip(things, things[1:] + things[:1], things[2:] + things[:2], strict=True)
     ]
