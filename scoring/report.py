@@ -17,19 +17,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from scoring import warehouse
+from scoring.raw_contract import CONTRACT
 from scoring.settings import ROOT, Settings
 
 DEFAULT_OUT = ROOT / "reports" / "data_quality.html"
-EVENT_COLUMNS = (
-    "user_id",
-    "item_id",
-    "event_type",
-    "event_at",
-    "quantity",
-    "unit_price",
-    "order_id",
-    "country",
-)
+EVENT_COLUMNS = CONTRACT["events"]
 # Log-spaced histogram bins, shared by "before" and "after" so the two bar sets line up.
 LOG_BINS_PER_DECADE = 5
 

@@ -82,11 +82,12 @@ def test_generate_merges_every_source_with_an_als_affinity_for_every_pair() -> N
     item_vectors = np.eye(4, dtype=np.float32)
     index, _ = faiss_index.build(item_vectors, ann_threshold=100)
     user_vectors = np.eye(4, dtype=np.float32)
-    merged = cand.generate(lines, USERS, user_vectors, index, ITEMS, AS_OF, k=2, popular_k=1, als_dim=4, seed=0)
+    options = {"k": 2, "popular_k": 1, "als_dim": 4, "seed": 0}
+    merged = cand.generate(lines, USERS, user_vectors, index, ITEMS, AS_OF, **options)
     assert set(merged.columns) >= {*cand.SOURCES, "source", "als_affinity"}
     assert not merged.duplicated(["user_id", "item_id"]).any()
     assert (merged["als"] > 0).any() and merged["als_affinity"].notna().all()
     # the cut is respected: a purchase on the as-of day itself is not history
     late = pd.concat([lines, pd.DataFrame({"user_id": ["u4"], "item_id": ["c"], "ordered_at": [AS_OF]})])
-    again = cand.generate(late, USERS, user_vectors, index, ITEMS, AS_OF, k=2, popular_k=1, als_dim=4, seed=0)
+    again = cand.generate(late, USERS, user_vectors, index, ITEMS, AS_OF, **options)
     assert not ((again["user_id"] == "u4") & (again["item_id"] == "c") & (again["repeat"] > 0)).any()

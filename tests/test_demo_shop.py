@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scoring.demo_shop import generate
+from scoring.raw_contract import CONTRACT
 
 RATE = 0.02
 SMALL = dict(n_users=300, n_items=120, days=120, seed=7, defect_rate=RATE)
@@ -86,23 +87,9 @@ def test_a_different_seed_gives_a_different_shop(tmp_path: Path) -> None:
 
 # --- schema and counts --------------------------------------------------------------------------------------
 def test_raw_columns_are_all_text(shop: dict) -> None:
-    expected = {
-        "events": [
-            "user_id",
-            "item_id",
-            "event_type",
-            "event_at",
-            "quantity",
-            "unit_price",
-            "order_id",
-            "country",
-        ],
-        "items": ["item_id", "title", "description", "category", "brand", "price"],
-        "users": ["user_id", "email", "phone", "full_name", "country", "signed_up_at"],
-    }
-    for table, columns in expected.items():
+    for table, columns in CONTRACT.items():
         schema = pq.read_schema(shop["dir"] / f"{table}.parquet")
-        assert schema.names == columns
+        assert schema.names == list(columns)
         assert all(field.type == pa.string() for field in schema), table
 
 
