@@ -22,3 +22,15 @@
     '{{ relation_name }}:' || left({{ hash_text("concat_ws('|', " ~ parts | join(', ') ~ ")") }}, 16)
         || '#' || cast(occurrence as varchar)
 {%- endmacro %}
+
+{#- Every raw row of a relation as text, with its position in the file and its duplicate occurrence
+    number: the first step of every staging model. -#}
+{% macro raw_rows(relation, columns) -%}
+    select *, {{ occurrence(columns) }} as occurrence
+    from (
+        select
+            {{ source_row_number() }} as source_row_number,
+            {{ raw_text_columns(columns) }}
+        from {{ relation }}
+    ) as raw
+{%- endmacro %}

@@ -2,25 +2,9 @@
 
 {%- set columns = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] %}
 
-with source as (
+with numbered as (
 
-    select * from {{ source('online_retail', 'invoice_lines') }}
-
-),
-
-raw as (
-
-    select
-        {{ source_row_number() }} as source_row_number,
-        {{ raw_text_columns(columns) }}
-    from source
-
-),
-
-numbered as (
-
-    select *, {{ occurrence(columns) }} as occurrence
-    from raw
+    {{ raw_rows(source('online_retail', 'invoice_lines'), columns) }}
 
 ),
 

@@ -2,25 +2,9 @@
 
 {%- set columns = ['user_id', 'item_id', 'event_type', 'event_at', 'quantity', 'unit_price', 'order_id', 'country'] %}
 
-with source as (
+with numbered as (
 
-    select * from {{ source('shop', 'events') }}
-
-),
-
-raw as (
-
-    select
-        {{ source_row_number() }} as source_row_number,
-        {{ raw_text_columns(columns) }}
-    from source
-
-),
-
-numbered as (
-
-    select *, {{ occurrence(columns) }} as occurrence
-    from raw
+    {{ raw_rows(source('shop', 'events'), columns) }}
 
 ),
 

@@ -2,18 +2,9 @@
 
 {%- set columns = ['item_id', 'title', 'description', 'category', 'brand', 'price'] %}
 
-with source as (
+with raw as (
 
-    select * from {{ source('shop', 'items') }}
-
-),
-
-raw as (
-
-    select
-        {{ source_row_number() }} as source_row_number,
-        {{ raw_text_columns(columns) }}
-    from source
+    {{ raw_rows(source('shop', 'items'), columns) }}
 
 ),
 
@@ -21,7 +12,6 @@ numbered as (
 
     select
         *,
-        {{ occurrence(columns) }} as occurrence,
         -- The quarantine keeps raw values, but never the PII a supplier pasted into a description.
         {{ redact_pii('description_raw') }} as description_redacted_raw
     from raw

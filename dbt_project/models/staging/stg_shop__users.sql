@@ -2,25 +2,9 @@
 
 {%- set columns = ['user_id', 'email', 'phone', 'full_name', 'country', 'signed_up_at'] %}
 
-with source as (
+with numbered as (
 
-    select * from {{ source('shop', 'users') }}
-
-),
-
-raw as (
-
-    select
-        {{ source_row_number() }} as source_row_number,
-        {{ raw_text_columns(columns) }}
-    from source
-
-),
-
-numbered as (
-
-    select *, {{ occurrence(columns) }} as occurrence
-    from raw
+    {{ raw_rows(source('shop', 'users'), columns) }}
 
 ),
 
