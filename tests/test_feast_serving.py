@@ -90,7 +90,7 @@ def test_ranking_v1_over_http_matches_the_marts(served) -> None:
             assert answer[name]["statuses"] == ["PRESENT"] * len(users), name
             assert answer[name]["values"] == frame[name].tolist(), name
             checked += 1
-    assert checked == len(answer) - 2 == 19  # every ranking_v1 feature, besides the two join keys
+    assert checked == len(answer) - 2 == 21  # every ranking_v1 feature, besides the two join keys
 
 
 def test_recommendations_v1_over_http_match_the_published_parquet(served) -> None:
