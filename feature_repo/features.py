@@ -51,7 +51,7 @@ user_recommendations = FeatureView(
         Field(
             name="sources",
             dtype=Array(String),
-            description="Why each item was a candidate: embedding, repeat, co_purchase or popular.",
+            description="Why each item was a candidate: repeat, co_purchase, embedding, als or popular.",
         ),
         Field(name="run_id", dtype=String, description="The scoring run that published the list."),
     ],

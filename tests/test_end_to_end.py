@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from retrieval.candidates import SOURCES
 from scoring import feature_store, pipeline, warehouse
 
 
@@ -29,7 +30,7 @@ def test_every_active_user_gets_n_known_recommendations(scored_workspace) -> Non
     assert (counts == min(settings.top_n, len(items))).all()
     assert set(recs["item_id"]) <= set(items)
     assert recs.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
-    assert set(recs["source"]) <= {"repeat", "co_purchase", "embedding", "popular"}
+    assert set(recs["source"]) <= set(SOURCES)
 
 
 def test_fine_tuning_loss_went_down_and_the_manifest_records_the_run(scored_workspace) -> None:
