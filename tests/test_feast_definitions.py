@@ -222,5 +222,8 @@ def test_changed_docs_owner_and_ttl_are_drift(
     assert any(line.startswith("item_stats.units_7d: description") for line in drift), drift
     assert any(line.startswith("item_stats: owner") for line in drift), drift
     assert any(line.startswith("item_stats: ttl") for line in drift), drift
-    # The owner flows to every feature's tags too, so each of item_stats' seven features reports it.
-    assert sum(line.startswith("item_stats.") and ": tags " in line for line in drift) == 7, drift
+    # The owner flows to every feature's tags too, so each of item_stats' features reports it.
+    features = dbt_features.feature_columns(_model(manifest, "fct_item_stats"))
+    assert sum(line.startswith("item_stats.") and ": tags " in line for line in drift) == len(features) > 5, (
+        drift
+    )
