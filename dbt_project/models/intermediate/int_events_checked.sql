@@ -6,7 +6,7 @@ with events as (
     {% if uses_canonical_files() -%}
     select * from {{ ref('stg_shop__events') }}
     {%- else -%}
-    select * from {{ ref('stg_online_retail__events') }}
+    select * from {{ ref('stg_uci_retail__events') }}
     {%- endif %}
 
 ),

@@ -20,7 +20,7 @@ with counts as (
     {% else %}
     select
         'events' as relation,
-        (select count(*) from {{ source('online_retail', 'invoice_lines') }}) as raw_rows,
+        (select count(*) from {{ source('uci_retail', 'invoice_lines') }}) as raw_rows,
         (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
     {% endif %}
 

@@ -4,7 +4,7 @@
 
 with numbered as (
 
-    {{ raw_rows(source('online_retail', 'invoice_lines'), columns) }}
+    {{ raw_rows(source('uci_retail', 'invoice_lines'), columns) }}
 
 ),
 
@@ -23,7 +23,7 @@ typed as (
 
     select
         'online_retail' as source_name,
-        {{ row_key('online_retail.invoice_lines', columns) }} as row_key,
+        {{ row_key('uci_retail.invoice_lines', columns) }} as row_key,
         source_row_number,
         occurrence,
         cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as varchar) as user_id,
