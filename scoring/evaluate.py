@@ -266,9 +266,7 @@ def evaluation_settings(base: Settings) -> Settings:
 def evaluate(run_dir: Path, settings: Settings, raw_path: Path) -> dict:
     split_ = split(protocol_purchases(raw_path))
     console.print(f"evaluating {len(split_.users):,} users on {len(split_.items):,} items (cut {CUT})")
-    base_model = (
-        Settings(model_name="").resolved_model_name if not settings.model_name else settings.model_name
-    )
+    base_model = settings.resolved_model_name
     methods = {
         "popularity": lambda: popularity(split_),
         "repurchase_then_popularity": lambda: repurchase_then_popularity(split_),

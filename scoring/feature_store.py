@@ -60,6 +60,9 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
         fs.materialize_incremental(end_date=end, feature_views=done)
 
 
-def historical(settings: Settings, entity_df: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    """Point-in-time join of features onto `entity_df` (needs an `event_timestamp` column)."""
-    return store(settings).get_historical_features(entity_df=entity_df, features=features).to_df()
+def historical(settings: Settings, entity_df: pd.DataFrame, features: list[str] | str) -> pd.DataFrame:
+    """Point-in-time join onto `entity_df` (needs an `event_timestamp` column) of feature references,
+    or of every feature of the feature service named by a string."""
+    fs = store(settings)
+    selected = fs.get_feature_service(features) if isinstance(features, str) else features
+    return fs.get_historical_features(entity_df=entity_df, features=selected).to_df()

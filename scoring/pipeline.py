@@ -79,7 +79,7 @@ def validate(recs: pd.DataFrame, users: pd.Series, items: pd.Series, n: int) -> 
 
 
 def score_run(settings: Settings, run: RunFolder) -> dict:
-    """Every scoring stage, reading and writing the run folder. Returns the publication summary."""
+    """Every scoring stage, reading and writing the run folder. Returns what the summary shows."""
     with run.stage("training_pairs") as rec:
         items = training_data.item_texts(settings)
         pairs = training_data.training_pairs(settings, items)
@@ -170,7 +170,7 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
 
     with run.stage("publish") as rec:
         rec.update(publish.publish(settings, recs, run.run_id, as_of))
-    return {"recs": recs, "metrics": metrics, "users": len(users), "items": len(items), "as_of": as_of}
+    return {"metrics": metrics, "users": len(users), "items": len(items), "as_of": as_of}
 
 
 def run(settings: Settings) -> Path:

@@ -56,11 +56,8 @@ FEATURES = [*SOURCES, *(f"is_{s}" for s in SOURCES), *FEAST_FEATURES, *DERIVED_F
 
 def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Candidates joined point-in-time (as of `as_of`) with ranking_v1, plus derived features."""
-    fs = feature_store.store(settings)
     entity_df = candidates[["user_id", "item_id"]].assign(event_timestamp=as_of)
-    joined = fs.get_historical_features(
-        entity_df=entity_df, features=fs.get_feature_service(RANKING_SERVICE)
-    ).to_df()
+    joined = feature_store.historical(settings, entity_df, RANKING_SERVICE)
     joined = joined.drop(columns=["event_timestamp"]).drop_duplicates(["user_id", "item_id"])
     frame = candidates.merge(joined, on=["user_id", "item_id"], how="left")
     now = as_of.timestamp()
