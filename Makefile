@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install score test test-fast dbt features serve evaluate report bench lint clean
+.PHONY: install score test test-fast features serve evaluate report bench lint clean
 
 install: $(STAMP)
 
@@ -24,9 +24,6 @@ $(STAMP): pyproject.toml
 
 score: install
 	$(PY) -m scoring score
-
-dbt: install
-	$(PY) -m scoring dbt
 
 features: install
 	$(PY) -m scoring features
@@ -42,7 +39,8 @@ report: install
 bench: install
 	$(PY) -m scoring.bench
 
-# Feast's HTTP feature server (POST /get-online-features) on feast_host:feast_port from the settings.
+# Feast's HTTP feature server (POST /get-online-features) on feast_host:feast_port from the settings,
+# read-only unless AISLE_SERVE_TOKEN is set (scoring/serving.py).
 serve: install
 	$(PY) -m scoring serve
 

@@ -23,7 +23,12 @@ import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Array, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
-MANIFEST = Path(__file__).resolve().parents[1] / "dbt_project" / "target" / "manifest.json"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def manifest_path() -> Path:
+    """The manifest of the build being applied: each build has its own dbt target folder."""
+    return Path(os.environ.get("AISLE_DBT_TARGET", DATA_DIR / "live" / "target")) / "manifest.json"
 
 # dbt contract data_type -> Feast type, and the Arrow type DuckDB writes into the mart's Parquet for it.
 # Anything else is an error, so a type never drifts silently between the SQL, the file and Feast.
@@ -51,7 +56,8 @@ class ManifestError(ValueError):
     """The manifest cannot define a governed feature (missing docs, owner or a known type)."""
 
 
-def load_manifest(path: Path = MANIFEST) -> dict[str, Any]:
+def load_manifest(path: Path | None = None) -> dict[str, Any]:
+    path = path or manifest_path()
     if not path.exists():
         raise ManifestError(f"{path} is missing: run `dbt parse` (or `make dbt`) before `feast apply`.")
     return json.loads(path.read_text())
@@ -151,10 +157,10 @@ def view_tags(model: dict[str, Any]) -> dict[str, str]:
 
 
 def marts_dir() -> Path:
-    return Path(os.environ.get("AISLE_MARTS_DIR", Path(__file__).resolve().parents[1] / "data" / "marts"))
+    return Path(os.environ.get("AISLE_MARTS_DIR", DATA_DIR / "live" / "marts"))
 
 
-def feature_models_to_views(entities: dict[str, Entity], path: Path = MANIFEST) -> dict[str, FeatureView]:
+def feature_models_to_views(entities: dict[str, Entity], path: Path | None = None) -> dict[str, FeatureView]:
     """Every feature view the dbt manifest declares, by view name."""
     manifest = load_manifest(path)
     directory = marts_dir()

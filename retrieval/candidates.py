@@ -38,11 +38,19 @@ def user_item_matrix(
 
 
 def als_factors(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """User and item factors of implicit's ALS fitted on users x items purchase counts."""
-    from implicit.als import AlternatingLeastSquares
+    """User and item factors of implicit's ALS fitted on users x items purchase counts.
 
-    model = AlternatingLeastSquares(factors=factors, regularization=0.05, iterations=15, random_state=seed)
-    model.fit(counts.tocsr(), show_progress=False)
+    BLAS runs single-threaded inside: implicit parallelises ALS itself, and a BLAS thread pool under it
+    slows it down (implicit warns about exactly that when it finds one).
+    """
+    from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors, regularization=0.05, iterations=15, random_state=seed
+        )
+        model.fit(counts.tocsr(), show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 

@@ -1,13 +1,13 @@
 """Load test of Feast online lookups over HTTP on loopback, against the floor of reading SQLite directly.
 
 `python -m scoring.bench_serving` reuses the workspace of the settings (AISLE_* environment) or builds
-it (demo data, dbt, feast apply and materialize, and a scoring run for the recommendations), starts
-`feast serve` exactly as `make serve` does, and sends a bounded number of requests from client threads,
-each with its own keep-alive connection (stdlib http.client, so the client costs as little CPU as
-possible on a machine it shares with the server). Scenarios: `recommendations_v1` and `ranking_v1`,
-one entity and 100 entities per request, one client and 16 concurrent clients. Each reports p50, p95
-and p99 latency, throughput and errors (a non-200 answer, a transport error, or a requested known
-entity that is not PRESENT).
+it (demo data, dbt, feast apply and materialize, and a scoring run for the recommendations), starts the
+feature server (Feast's app behind scoring/serving.py's guard) exactly as `make serve` does, and sends
+a bounded number of requests from client threads, each with its own keep-alive connection (stdlib
+http.client, so the client costs as little CPU as possible on a machine it shares with the server).
+Scenarios: `recommendations_v1` and `ranking_v1`, one entity and 100 entities per request, one client
+and 16 concurrent clients. Each reports p50, p95 and p99 latency, throughput and errors (a non-200
+answer, a transport error, or a requested known entity that is not PRESENT).
 
 The floor is the same rows without HTTP: `FeatureStore.get_online_features` in process, and a raw
 sqlite3 select of the serialized entity keys from the online store's tables. The DESIGN §7 target (one
@@ -94,9 +94,7 @@ def _summarise(
 
 def ensure_workspace(settings: Settings) -> None:
     """Reuse the workspace when its online store and publication exist; otherwise build them for real."""
-    registry = settings.feast_dir / "registry.db"
-    online = settings.feast_dir / "online_store.db"
-    if not (registry.exists() and online.exists()):
+    if not (settings.registry_path.exists() and settings.online_store_path.exists()):
         from scoring.pipeline import build_features, prepare_raw
 
         prepare_raw(settings)
@@ -199,7 +197,7 @@ def sqlite_floor(
     views = {"recommendations_v1": {"user_recommendations": ["user_id"]}, "ranking_v1": RANKING_VIEWS}[
         service
     ]
-    connection = sqlite3.connect(settings.feast_dir / "online_store.db", check_same_thread=False)
+    connection = sqlite3.connect(settings.online_store_path, check_same_thread=False)
 
     def lookup(rows: list[dict[str, str]]) -> Callable[[], None]:
         def select() -> None:

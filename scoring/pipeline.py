@@ -9,7 +9,9 @@ passed, so a failure leaves the last publication intact and a rerun is always sa
 from __future__ import annotations
 
 import json
+import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +23,16 @@ from retrieval import candidates as cand
 from retrieval import index as faiss_index
 from scoring import demo_shop, feature_store, publish, rank, raw_contract, training_data, warehouse
 from scoring.embed import embed_run
+from scoring.errors import AisleError
 from scoring.finetune import finetune
-from scoring.run_folder import RunFolder, peak_rss_mb
+from scoring.lock import workspace_lock
+from scoring.run_folder import RunFolder, abandon_unfinished, peak_rss_mb, prune, swap_link
 from scoring.settings import Settings
 
 console = Console()
 
 
-class ValidationError(RuntimeError):
+class ValidationError(AisleError):
     """The ranked output broke a publishing check; nothing was published."""
 
 
@@ -53,11 +57,27 @@ def prepare_raw(settings: Settings) -> dict:
     return {"raw_path": str(out), "generated": True, "rows": summary["row_counts"]}
 
 
-def build_features(settings: Settings) -> None:
-    """dbt build, then feast apply and materialize: the governed features every consumer reads."""
-    warehouse.dbt(settings, "build")
-    feature_store.apply(settings)
-    feature_store.materialize(settings)
+def build_features(settings: Settings) -> Path:
+    """dbt build, feast apply and materialize: the governed features every consumer reads.
+
+    All three write into a new folder under `data/builds`, beside the live one; only when every model,
+    every test and the materialization passed do the online store's feature tables and then the
+    `data/live` link move to it. A failure anywhere leaves the last good warehouse, marts, registry
+    and online store as they were. Returns the build folder.
+    """
+    root = settings.builds_dir / (datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}")
+    staged = settings.for_build(root)
+    warehouse.dbt(staged, "build")
+    feature_store.apply(staged)
+    feature_store.materialize(staged)
+    recommendations = feature_store.online_table(staged, feature_store.RECOMMENDATIONS_VIEW)
+    feature_store.swap_online_tables(
+        settings.online_store_path, staged.online_store_path, keep=frozenset({recommendations})
+    )
+    staged.online_store_path.unlink()  # its rows are live now
+    swap_link(settings.live_dir, root)
+    prune(settings.builds_dir, settings.keep_builds, protect=settings.live_dir)
+    return root
 
 
 def validate(recs: pd.DataFrame, users: pd.Series, items: pd.Series, n: int) -> None:
@@ -169,13 +189,20 @@ def score_run(settings: Settings, run: RunFolder) -> dict:
         rec.update(ok=True)
 
     with run.stage("publish") as rec:
-        rec.update(publish.publish(settings, recs, run.run_id, as_of))
+        rec.update(publish.publish(settings, recs, run.run_id, as_of, run.root))
     return {"metrics": metrics, "users": len(users), "items": len(items), "as_of": as_of}
 
 
 def run(settings: Settings) -> Path:
-    """The whole nightly job. Returns the run folder."""
+    """The whole nightly job, holding the workspace's lock. Returns the run folder."""
+    with workspace_lock(settings.lock_path, "aisle score"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> Path:
     started = time.perf_counter()
+    for name in abandon_unfinished(settings.runs_dir):
+        console.print(f"[yellow]Run {name} was killed before it finished: its manifest now says abandoned.")
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args):
@@ -195,6 +222,7 @@ def run(settings: Settings) -> Path:
     run_folder.manifest["timings"] = timings
     run_folder.manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
     run_folder.promote(settings.runs_dir)
+    prune(settings.runs_dir, settings.keep_runs, protect=settings.runs_dir / "current")
     summary(settings, run_folder, result, timings)
     return run_folder.root
 

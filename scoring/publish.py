@@ -1,8 +1,11 @@
 """Publish a run's recommendations: Parquet, a DuckDB table and the Feast online store.
 
 Every target is replaced whole, never edited in place: the Parquet file by an atomic rename, the
-DuckDB table inside one transaction, Feast's online rows by an upsert of every user's full list. A run
-that fails before publishing leaves the previous publication as it was; publishing twice is harmless.
+DuckDB table inside one transaction, and Feast's online `user_recommendations` rows by a swap of the
+whole table in one SQLite transaction (scoring/feature_store.py), so after a publish the online store
+serves exactly the published users: a user the run dropped loses the old list, and no reader ever sees
+neither list. A run that fails before publishing leaves the previous publication as it was; publishing
+twice is harmless.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ def per_user_lists(recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp) -> pd.D
     return lists
 
 
-def publish(settings: Settings, recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp) -> dict:
+def publish(
+    settings: Settings, recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp, scratch_dir: Path
+) -> dict:
+    """Publish to every target; `scratch_dir` (the run folder) holds the online rows until the swap."""
     recs = recs.assign(run_id=run_id)
     lists = per_user_lists(recs, run_id, as_of)
     published = settings.published_dir
@@ -53,8 +59,13 @@ def publish(settings: Settings, recs: pd.DataFrame, run_id: str, as_of: pd.Times
         con.register("recs", recs)
         con.execute("create or replace table recommendations as select * from recs")
         con.commit()
-    fs = feature_store.store(settings)
-    fs.write_to_online_store("user_recommendations", lists)
+    live = settings.online_store_path
+    scratch = scratch_dir / "online_store.db"
+    table = feature_store.online_table(settings, feature_store.RECOMMENDATIONS_VIEW)
+    feature_store.prepare_scratch(live, scratch, {table})
+    feature_store.store(settings, scratch).write_to_online_store(feature_store.RECOMMENDATIONS_VIEW, lists)
+    feature_store.swap_online_tables(live, scratch, replace={table})
+    scratch.unlink()
     return {
         "parquet": str(settings.published_recommendations),
         "duckdb": f"{published / SERVING_DB}:recommendations",

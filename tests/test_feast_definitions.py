@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from feast import Entity
+from feast import Entity, ValueType
 
 from scoring import feature_store
 from scoring.settings import FEATURE_REPO, Settings
@@ -24,15 +24,15 @@ import dbt_features  # noqa: E402  (lives in the Feast repo, which Feast itself 
 
 EXPECTED_VIEWS = {"user_stats", "item_stats", "user_item_stats", "item_text", "user_history"}
 ENTITIES = {
-    "user_id": Entity(name="user", join_keys=["user_id"]),
-    "item_id": Entity(name="item", join_keys=["item_id"]),
+    "user_id": Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING),
+    "item_id": Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING),
 }
 
 
 @pytest.fixture(scope="module")
 def manifest(workspace: Settings) -> dict[str, Any]:
     """The manifest the workspace's `dbt build` wrote (the one `feast apply` read)."""
-    return dbt_features.load_manifest()
+    return dbt_features.load_manifest(workspace.dbt_target_dir / "manifest.json")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,10 @@ def _mutated(tmp_path: Path, manifest: dict[str, Any], change: Callable[[dict[st
 
 
 # --- the real manifest, marts and registry agree -----------------------------------------------------------
-def test_every_feast_model_becomes_its_view(manifest: dict[str, Any], applied_views: list) -> None:
-    views = dbt_features.feature_models_to_views(ENTITIES, dbt_features.MANIFEST)
+def test_every_feast_model_becomes_its_view(
+    workspace: Settings, manifest: dict[str, Any], applied_views: list
+) -> None:
+    views = dbt_features.feature_models_to_views(ENTITIES, workspace.dbt_target_dir / "manifest.json")
     assert set(views) == EXPECTED_VIEWS
     assert {view.name for view in applied_views} >= EXPECTED_VIEWS
     for model in dbt_features.feast_models(manifest):

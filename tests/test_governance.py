@@ -13,7 +13,7 @@ import pytest
 
 from scoring import demo_shop, warehouse
 from scoring.governance import defect_scorecard
-from scoring.settings import DBT_DIR, Settings
+from scoring.settings import Settings
 from tests.conftest import tiny_settings
 
 DIMENSIONS = {
@@ -89,9 +89,8 @@ def test_files_adapter_builds_from_canonical_csv(csv_workspace: Settings) -> Non
 
 @pytest.fixture(scope="module")
 def manifest(workspace: Settings) -> dict:
-    """The dbt manifest of the workspace's adapter (parsed again: another build may have run since)."""
-    warehouse.dbt(workspace, "parse")
-    return json.loads((DBT_DIR / "target" / "manifest.json").read_text())
+    """The dbt manifest the workspace's live build wrote (each build has its own target folder)."""
+    return json.loads((workspace.dbt_target_dir / "manifest.json").read_text())
 
 
 def test_every_model_and_column_is_documented(workspace: Settings, manifest: dict) -> None:
@@ -123,3 +122,19 @@ def test_every_data_test_names_its_quality_dimension(manifest: dict) -> None:
     assert tests and not untagged, f"tests without exactly one dimension tag: {untagged}"
     severities = {t["config"]["severity"].lower() for t in tests}
     assert severities == {"error", "warn"}
+
+
+def test_every_model_has_the_privacy_audit(manifest: dict) -> None:
+    """PII never passes staging: `no_pii` runs on every staging, intermediate and mart model."""
+    audited = {
+        model
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test" and (node.get("test_metadata") or {}).get("name") == "no_pii"
+        for model in node["depends_on"]["nodes"]
+    }
+    models = {
+        key
+        for key, node in manifest["nodes"].items()
+        if node["resource_type"] == "model" and node["config"].get("enabled", True)
+    }
+    assert models and not models - audited, f"models without no_pii: {sorted(models - audited)}"

@@ -99,7 +99,7 @@ def _topological(nodes: dict[str, dict]) -> list[dict]:
 
 def test_dbt_overhead_against_plain_duckdb(retail: dict, tmp_path: Path) -> None:
     """Replay the compiled SQL of every model and data test in one DuckDB session and compare times."""
-    manifest = json.loads((DBT_DIR / "target" / "manifest.json").read_text())
+    manifest = json.loads((retail["settings"].dbt_target_dir / "manifest.json").read_text())
     wanted = {"model", "test", "seed"}
     nodes = {
         k: n

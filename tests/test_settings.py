@@ -7,11 +7,29 @@ def test_environment_points_dbt_and_feast_at_one_workspace(tmp_path: Path) -> No
     settings = Settings(data_dir=tmp_path, source="demo", raw_path=None)
     env = settings.environ()
     assert env["AISLE_SOURCE"] == "demo"
-    assert env["AISLE_WAREHOUSE"] == str(tmp_path / "warehouse.duckdb")
-    assert env["AISLE_MARTS_DIR"] == str(tmp_path / "marts")
-    assert env["AISLE_FEAST_DIR"] == str(tmp_path / "feast")
+    # Readers go through the `live` link, so they follow each build that is swapped in.
+    assert env["AISLE_WAREHOUSE"] == str(tmp_path / "live" / "warehouse.duckdb")
+    assert env["AISLE_MARTS_DIR"] == str(tmp_path / "live" / "marts")
+    assert env["AISLE_DBT_TARGET"] == str(tmp_path / "live" / "target")
+    assert env["AISLE_FEAST_REGISTRY"] == str(tmp_path / "live" / "registry.db")
+    assert env["AISLE_ONLINE_STORE"] == str(tmp_path / "feast" / "online_store.db")
     assert env["AISLE_RAW_PATH"] == str(tmp_path / "raw" / "demo")
-    assert (tmp_path / "marts").is_dir() and (tmp_path / "feast").is_dir()
+    assert (tmp_path / "feast").is_dir()
+
+
+def test_a_build_writes_beside_the_live_workspace(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, source="demo", raw_path=None)
+    staged = settings.for_build(tmp_path / "builds" / "b1")
+    env = staged.environ()
+    assert env["AISLE_WAREHOUSE"] == str(tmp_path / "builds" / "b1" / "warehouse.duckdb")
+    assert env["AISLE_ONLINE_STORE"] == str(tmp_path / "builds" / "b1" / "online_store.db")
+    assert settings.warehouse_path == tmp_path / "live" / "warehouse.duckdb"  # the original is untouched
+
+
+def test_the_serve_token_never_reaches_a_run_manifest(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, serve_token="s3cret")
+    assert settings.serve_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in str(settings.model_dump(mode="json"))
 
 
 def test_each_source_has_its_default_raw_path(tmp_path: Path) -> None:

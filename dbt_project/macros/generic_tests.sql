@@ -23,11 +23,13 @@ where {{ column_name }} is not null
 select {{ column_name }} from {{ model }} where {{ column_name }} > current_timestamp
 {% endtest %}
 
-{# privacy: no text column of the model holds an e-mail address or a phone number. #}
+{# privacy: no text column (nor list of texts) of the model holds an e-mail address or a phone number. #}
 {% test no_pii(model) %}
 {%- set columns = adapter.get_columns_in_relation(model) -%}
 {%- set text_columns = [] -%}
-{%- for col in columns if col.is_string() -%}{%- do text_columns.append(col) -%}{%- endfor -%}
+{%- for col in columns if col.is_string() or '[]' in col.dtype or (col.dtype | lower).startswith('struct') -%}
+{%- do text_columns.append(col) -%}
+{%- endfor -%}
 {%- if text_columns | length == 0 %}
 select 1 as no_text_columns where false
 {%- else %}

@@ -27,15 +27,16 @@
 {% macro spark__hash_text(expr) -%}sha2({{ expr }}, 256){%- endmacro %}
 
 {# The raw values of a row as one JSON text, kept in the quarantine as the offending values. #}
-{# Each column c is read from c_raw, the raw text the staging models keep. #}
+{# Each column c is read from c_raw, the raw text the staging models keep, with every e-mail address #}
+{# and phone number in it redacted (redact_pii), so the quarantine never holds PII. #}
 {% macro row_to_json(columns) -%}{{ return(adapter.dispatch('row_to_json', 'aisle')(columns)) }}{%- endmacro %}
 {% macro duckdb__row_to_json(columns) -%}
     cast(to_json(struct_pack(
-        {%- for c in columns %}"{{ c }}" := {{ c | lower }}_raw{% if not loop.last %}, {% endif %}{% endfor -%}
+        {%- for c in columns %}"{{ c }}" := {{ redact_pii((c | lower) ~ '_raw') }}{% if not loop.last %}, {% endif %}{% endfor -%}
     )) as varchar)
 {%- endmacro %}
 {% macro spark__row_to_json(columns) -%}
-    to_json(named_struct({%- for c in columns %}'{{ c }}', {{ c | lower }}_raw{% if not loop.last %}, {% endif %}{% endfor -%}))
+    to_json(named_struct({%- for c in columns %}'{{ c }}', {{ redact_pii((c | lower) ~ '_raw') }}{% if not loop.last %}, {% endif %}{% endfor -%}))
 {%- endmacro %}
 
 {# Regular expressions: does it match, and replace every match. #}

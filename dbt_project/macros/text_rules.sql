@@ -20,6 +20,13 @@
     ({{ regexp_matches(expr, email_pattern()) }} or {{ regexp_matches(expr, phone_pattern()) }})
 {%- endmacro %}
 
+{#- An identifier that looks like PII (an e-mail address or a phone number used as a user, item or order
+    id) becomes a stable digest, 'pii_' and 20 hex digits: the same value gives the same digest in every
+    table, so events still join users, and nothing downstream ever sees the address or number. -#}
+{% macro pii_safe_id(expr) -%}
+    case when {{ contains_pii(expr) }} then 'pii_' || left({{ hash_text(expr) }}, 20) else {{ expr }} end
+{%- endmacro %}
+
 {# Attributes parsed from a title: the first colour word, the first material word, the last word. #}
 {% macro title_colour(expr) -%}
     {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal|amber|jade|clear)\\b')) }}

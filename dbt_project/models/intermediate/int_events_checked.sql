@@ -17,6 +17,14 @@ catalogue as (
     select distinct item_id from {{ ref('stg_shop__items') }} where rule_codes is null
 
 ),
+
+-- The items file is optional: without a catalogue (no item rows at all) no event is an orphan, and
+-- int_items derives the items from the events instead.
+catalogue_supplied as (
+
+    select count(*) > 0 as has_catalogue from {{ ref('stg_shop__items') }}
+
+),
 {%- endif %}
 
 -- The typical price of an item, from lines that pass every other rule, to spot price outliers.
@@ -41,13 +49,14 @@ checked as (
             ('quantity_outlier', 'abs(events.quantity) > ' ~ var('max_line_quantity')),
             ('price_outlier', 'events.unit_price > ' ~ var('max_price_ratio') ~ ' * item_prices.median_unit_price'),
             ('future_timestamp', 'events.event_at > current_timestamp'),
-            ('orphan_item_id', 'events.item_id is not null and catalogue.item_id is null') if uses_canonical_files() else ('orphan_item_id', 'false'),
+            ('orphan_item_id', 'catalogue_supplied.has_catalogue and events.item_id is not null and catalogue.item_id is null') if uses_canonical_files() else ('orphan_item_id', 'false'),
             ('after_as_of', 'events.event_at >= ' ~ as_of_timestamp()),
         ]) }}) as rule_codes_all
     from events
     left join item_prices on events.item_id = item_prices.item_id
     {% if uses_canonical_files() -%}
     left join catalogue on events.item_id = catalogue.item_id
+    cross join catalogue_supplied
     {%- endif %}
 
 )

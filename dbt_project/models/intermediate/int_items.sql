@@ -1,9 +1,16 @@
--- One canonical row per item: the clean title (catalogue title, or the most frequent clean
--- description in the events where there is no catalogue), attributes parsed from it, and price stats.
+-- One canonical row per item: the clean title (the catalogue's, or where there is no catalogue the
+-- most frequent normalised text the events carry: Online Retail's Description, the shop events' title,
+-- else the item id), attributes parsed from it, and price stats.
 
-with clean_lines as (
+with clean_events as (
 
     select * from {{ ref('int_events_clean') }}
+
+),
+
+clean_lines as (
+
+    select * from clean_events
     where event_type = 'purchase'
 
 ),
@@ -22,21 +29,20 @@ sales as (
 
 ),
 
-{% if uses_canonical_files() %}
-catalogue as (
+-- Items seen in the events, for a source without a catalogue. Returns do not name an item (Online
+-- Retail's cancellations repeat the text of any era), so only views, carts and purchases count.
+event_items as (
 
-    select item_id, title, description, category, brand, list_price
-    from {{ ref('stg_shop__items') }}
-    where rule_codes is null
+    select distinct item_id from clean_events where event_type <> 'return'
 
 ),
-{% else %}
+
 -- Count the raw texts first and normalise only the distinct ones (thousands, not every sale line).
 raw_text_counts as (
 
     select item_id, item_text, count(*) as n
-    from clean_lines
-    where item_text is not null
+    from clean_events
+    where event_type <> 'return' and item_text is not null
     group by item_id, item_text
 
 ),
@@ -60,24 +66,48 @@ ranked_text as (
 
 ),
 
-catalogue as (
+-- The item dimension derived from the events; an item whose events carry no text is titled by its id.
+derived as (
 
     select
-        item_id,
-        title,
+        event_items.item_id,
+        coalesce(ranked_text.title, event_items.item_id) as title,
         cast(null as varchar) as description,
-        {{ title_product_type('title') }} as category,
+        {{ title_product_type('ranked_text.title') }} as category,
         cast(null as varchar) as brand,
-        cast(null as decimal(12, 2)) as list_price
-    from ranked_text
-    where text_rank = 1
+        cast(null as decimal(12, 2)) as list_price,
+        ranked_text.title is null as title_is_id
+    from event_items
+    left join ranked_text
+        on event_items.item_id = ranked_text.item_id
+        and ranked_text.text_rank = 1
+
+),
+
+{% if uses_canonical_files() %}
+-- The items file is optional: its clean rows are the catalogue; with no item rows at all the items
+-- come from the events.
+catalogue as (
+
+    select item_id, title, description, category, brand, list_price, false as title_is_id
+    from {{ ref('stg_shop__items') }}
+    where rule_codes is null
+    union all
+    select * from derived
+    where not exists (select 1 from {{ ref('stg_shop__items') }})
+
+),
+{% else %}
+catalogue as (
+
+    select * from derived
 
 ),
 {% endif %}
 
 first_seen as (
 
-    select min(event_at) as first_event_at from {{ ref('int_events_clean') }}
+    select min(event_at) as first_event_at from clean_events
 
 )
 
@@ -87,9 +117,9 @@ select
     catalogue.description,
     catalogue.category,
     catalogue.brand,
-    {{ title_colour('catalogue.title') }} as colour,
-    {{ title_material('catalogue.title') }} as material,
-    {{ title_product_type('catalogue.title') }} as product_type,
+    case when not catalogue.title_is_id then {{ title_colour('catalogue.title') }} end as colour,
+    case when not catalogue.title_is_id then {{ title_material('catalogue.title') }} end as material,
+    case when not catalogue.title_is_id then {{ title_product_type('catalogue.title') }} end as product_type,
     coalesce(catalogue.list_price, sales.median_unit_price) as list_price,
     sales.median_unit_price,
     sales.min_unit_price,

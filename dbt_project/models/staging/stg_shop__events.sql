@@ -1,13 +1,16 @@
 {{ config(enabled=uses_canonical_files()) }}
 
-{%- set columns = ['user_id', 'item_id', 'event_type', 'event_at', 'quantity', 'unit_price', 'order_id', 'country'] %}
+{#- country and title are optional columns of the contract: a file without them reads them as null. -#}
+{%- set columns = ['user_id', 'item_id', 'event_type', 'event_at', 'quantity', 'unit_price', 'order_id', 'country', 'title'] %}
 
 with numbered as (
 
-    {{ raw_rows(source('shop', 'events'), columns) }}
+    {{ raw_rows(source('shop', 'events'), columns, 'events') }}
 
 ),
 
+-- PII stops here: an id that looks like an e-mail address or a phone number becomes a stable digest
+-- (pii_safe_id), free text is redacted, and the raw values kept for the quarantine are redacted too.
 typed as (
 
     select
@@ -15,15 +18,15 @@ typed as (
         {{ row_key('shop.events', columns) }} as row_key,
         source_row_number,
         occurrence,
-        nullif(trim(user_id_raw), '') as user_id,
-        nullif(trim(item_id_raw), '') as item_id,
-        lower(trim(event_type_raw)) as event_type,
+        {{ pii_safe_id("nullif(trim(user_id_raw), '')") }} as user_id,
+        {{ pii_safe_id("nullif(trim(item_id_raw), '')") }} as item_id,
+        {{ redact_pii('lower(trim(event_type_raw))') }} as event_type,
         {{ try_parse_timestamp('trim(event_at_raw)') }} as event_at,
         {{ try_cast('trim(quantity_raw)', 'integer') }} as quantity,
         {{ try_cast('trim(unit_price_raw)', 'decimal(12, 2)') }} as unit_price,
-        nullif(trim(order_id_raw), '') as order_id,
-        nullif(trim(country_raw), '') as country,
-        cast(null as varchar) as item_text,
+        {{ pii_safe_id("nullif(trim(order_id_raw), '')") }} as order_id,
+        {{ redact_pii("nullif(trim(country_raw), '')") }} as country,
+        {{ redact_pii("nullif(trim(title_raw), '')") }} as item_text,
         {{ rule_codes([
             ('missing_user_id', "nullif(trim(user_id_raw), '') is null"),
             ('malformed_event_type', "lower(trim(event_type_raw)) not in ('view', 'cart', 'purchase', 'return')"),

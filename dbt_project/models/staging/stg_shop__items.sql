@@ -1,23 +1,17 @@
 {{ config(enabled=uses_canonical_files()) }}
 
+{#- The items file is optional, and only item_id and title are required in it: a missing column reads
+    as null, a missing file as no rows (int_items then derives the items from the events). -#}
 {%- set columns = ['item_id', 'title', 'description', 'category', 'brand', 'price'] %}
 
-with raw as (
+with numbered as (
 
-    {{ raw_rows(source('shop', 'items'), columns) }}
-
-),
-
-numbered as (
-
-    select
-        *,
-        -- The quarantine keeps raw values, but never the PII a supplier pasted into a description.
-        {{ redact_pii('description_raw') }} as description_redacted_raw
-    from raw
+    {{ raw_rows(source('shop', 'items'), columns, 'items') }}
 
 ),
 
+-- PII stops here: an id that looks like PII becomes a stable digest, every text is redacted, and the
+-- raw values kept for the quarantine are redacted value by value (row_to_json).
 typed as (
 
     select
@@ -25,11 +19,11 @@ typed as (
         {{ row_key('shop.items', columns) }} as row_key,
         source_row_number,
         occurrence,
-        nullif(trim(item_id_raw), '') as item_id,
-        {{ normalise_title('title_raw') }} as title,
+        {{ pii_safe_id("nullif(trim(item_id_raw), '')") }} as item_id,
+        {{ redact_pii(normalise_title('title_raw')) }} as title,
         nullif(trim({{ redact_pii(html_unescape('description_raw')) }}), '') as description,
-        {{ normalise_title('category_raw') }} as category,
-        {{ normalise_title('brand_raw') }} as brand,
+        {{ redact_pii(normalise_title('category_raw')) }} as category,
+        {{ redact_pii(normalise_title('brand_raw')) }} as brand,
         {{ try_cast('trim(price_raw)', 'decimal(12, 2)') }} as list_price,
         title_raw is distinct from {{ normalise_title('title_raw') }} as title_repaired,
         {{ contains_pii('description_raw') }} as description_redacted,
@@ -39,7 +33,7 @@ typed as (
             ('missing_title', normalise_title('title_raw') ~ ' is null'),
             ('malformed_price', "nullif(trim(price_raw), '') is not null and " ~ try_cast('trim(price_raw)', 'decimal(12, 2)') ~ ' is null'),
         ]) }} as rule_codes,
-        {{ row_to_json(['item_id', 'title', 'description_redacted', 'category', 'brand', 'price']) }} as raw_values
+        {{ row_to_json(columns) }} as raw_values
     from numbered
 
 )

@@ -1,15 +1,17 @@
 {{ config(enabled=uses_canonical_files()) }}
 
+{#- The users file is optional (a missing one reads as no rows), and only user_id is required in it. -#}
 {%- set columns = ['user_id', 'email', 'phone', 'full_name', 'country', 'signed_up_at'] %}
 
 with numbered as (
 
-    {{ raw_rows(source('shop', 'users'), columns) }}
+    {{ raw_rows(source('shop', 'users'), columns, 'users') }}
 
 ),
 
--- PII stops here: the e-mail survives only as a digest, phone and name are dropped, and the
--- quarantine keeps the row key, never the raw PII values.
+-- PII stops here: the e-mail survives only as a digest, phone and name are dropped, a user id that
+-- looks like an e-mail address or a phone number becomes the same stable digest as in the events
+-- (pii_safe_id), and the quarantine keeps only the non-PII columns, redacted value by value.
 typed as (
 
     select
@@ -17,9 +19,9 @@ typed as (
         {{ row_key('shop.users', columns) }} as row_key,
         source_row_number,
         occurrence,
-        nullif(trim(user_id_raw), '') as user_id,
+        {{ pii_safe_id("nullif(trim(user_id_raw), '')") }} as user_id,
         {{ hash_text('lower(trim(email_raw))') }} as email_sha256,
-        nullif(trim(country_raw), '') as country,
+        {{ redact_pii("nullif(trim(country_raw), '')") }} as country,
         {{ try_parse_timestamp('trim(signed_up_at_raw)') }} as signed_up_at,
         {{ rule_codes([
             ('duplicate_row', 'occurrence > 1'),

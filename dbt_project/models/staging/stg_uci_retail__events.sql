@@ -19,6 +19,8 @@ parsed as (
 
 ),
 
+-- PII stops here, as in the shop's staging: ids that look like PII become stable digests, text is
+-- redacted, and the raw values kept for the quarantine are redacted value by value.
 typed as (
 
     select
@@ -27,14 +29,14 @@ typed as (
         source_row_number,
         occurrence,
         cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as varchar) as user_id,
-        nullif(upper(trim(stockcode_raw)), '') as item_id,
+        {{ pii_safe_id("nullif(upper(trim(stockcode_raw)), '')") }} as item_id,
         case when is_cancellation then 'return' else 'purchase' end as event_type,
         {{ try_parse_timestamp('trim(invoicedate_raw)') }} as event_at,
         case when is_cancellation then abs(quantity_signed) else quantity_signed end as quantity,
         {{ try_cast('trim(unitprice_raw)', 'decimal(12, 2)') }} as unit_price,
-        nullif(upper(trim(invoiceno_raw)), '') as order_id,
-        nullif(trim(country_raw), '') as country,
-        description_clean as item_text,
+        {{ pii_safe_id("nullif(upper(trim(invoiceno_raw)), '')") }} as order_id,
+        {{ redact_pii("nullif(trim(country_raw), '')") }} as country,
+        {{ redact_pii('description_clean') }} as item_text,
         {{ rule_codes([
             ('non_product_code', "not " ~ regexp_matches('trim(stockcode_raw)', '^[0-9]{5}[A-Za-z]*$')),
             ('stock_note', "not is_cancellation and quantity_signed < 0 and (description_clean is null or "

@@ -1,13 +1,22 @@
 -- Raw rows = clean rows + quarantined rows, per relation. Raw counts are read straight from the
 -- source files, so a row lost anywhere in staging shows up here (and fails assert_rows_conserved).
+-- The items and users files are optional: a relation whose file is not there has no row here.
+
+{%- set relations = [] %}
+{%- if uses_canonical_files() %}
+{%- for relation in ['events', 'items', 'users'] if relation == 'events' or raw_table_exists(relation) %}
+{%- do relations.append(relation) %}
+{%- endfor %}
+{%- endif %}
 
 with counts as (
 
     {% if uses_canonical_files() %}
-    {% for relation in ['events', 'items', 'users'] %}
+    {% for relation in relations %}
+    {%- set raw = source('shop', relation) %}
     select
         '{{ relation }}' as relation,
-        (select count(*) from {{ source('shop', relation) }}) as raw_rows,
+        (select count(*) from {{ raw }}) as raw_rows,
         {% if relation == 'events' -%}
         (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
         {%- elif relation == 'items' -%}
