@@ -171,9 +171,10 @@ def feature_models_to_views(entities: dict[str, Entity], path: Path | None = Non
 def mart_violations(model: dict[str, Any], schema: pa.Schema) -> list[str]:
     """How the Parquet file dbt wrote for a Feast model breaks its documentation.
 
-    dbt cannot enforce a contract on an external (Parquet) model, so this is the check: every column in
-    the file is documented (an undocumented one never reaches Feast), and every feature column exists
-    with exactly the Arrow type its dbt data_type promises (the type Feast declares for it).
+    dbt enforces each mart's contract on the table it builds before writing the Parquet file (dbt-duckdb's
+    external materialization), not on the file Feast reads; this checks the file: every column in it is
+    documented (an undocumented one never reaches Feast), and every feature column exists with exactly
+    the Arrow type its dbt data_type promises (the type Feast declares for it).
     """
     name = model["name"]
     problems = [

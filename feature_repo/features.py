@@ -59,7 +59,7 @@ user_recommendations = FeatureView(
         name="user_recommendations_source",
         path=str(_published / "user_recommendations.parquet"),
         timestamp_field="event_timestamp",
-        description="Written by `make score` (scoring/publish.py), one row per user and run.",
+        description="Written by `make score` (scoring/pipeline/publish.py), one row per user and run.",
     ),
     online=True,
     description="Each active user's top-N recommendations, as the last successful run published them.",

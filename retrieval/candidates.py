@@ -5,13 +5,11 @@
 - co_purchase: item-kNN, items bought by the same users as the user's items (cosine, binary);
 - als: implicit-feedback matrix factorisation (implicit's ALS) over purchase counts;
 - popular: the items most bought in the last 30 days.
-
-Every candidate also carries `als_affinity`, the ALS score of the pair whichever source proposed it,
-so the ranker can compare repeats and novel items on one collaborative scale.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -21,6 +19,35 @@ import scipy.sparse as sp
 from retrieval import index as faiss_index
 
 SOURCES = ("repeat", "co_purchase", "embedding", "als", "popular")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many candidates each source proposes per user, and the ALS and popularity models' knobs."""
+
+    k: int
+    popular_k: int
+    als_dim: int = 128
+    seed: int = 0
+    als_regularization: float = 0.05
+    als_iterations: int = 15
+    popular_days: int = 30
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The users to retrieve for, with their history embeddings (row i belongs to user_ids[i])."""
+
+    user_ids: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The FAISS index over item embeddings, with the item id of each row."""
+
+    index: object
+    item_ids: np.ndarray
 
 
 def user_item_matrix(
@@ -37,7 +64,9 @@ def user_item_matrix(
     return matrix
 
 
-def als_factors(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def als_factors(
+    counts: sp.csr_matrix, factors: int, seed: int, regularization: float = 0.05, iterations: int = 15
+) -> tuple[np.ndarray, np.ndarray]:
     """User and item factors of implicit's ALS fitted on users x items purchase counts.
 
     BLAS runs single-threaded inside: implicit parallelises ALS itself, and a BLAS thread pool under it
@@ -48,7 +77,7 @@ def als_factors(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[np.ndar
 
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
-            factors=factors, regularization=0.05, iterations=15, random_state=seed
+            factors=factors, regularization=regularization, iterations=iterations, random_state=seed
         )
         model.fit(counts.tocsr(), show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
@@ -119,9 +148,11 @@ def repeat(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return grouped.assign(source="repeat")[["user_id", "item_id", "source", "source_score"]]
 
 
-def popular(lines: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp, k: int) -> pd.DataFrame:
-    """The k items most bought (distinct buyers) in the 30 days before as_of, for every user."""
-    recent = lines[lines["ordered_at"] >= as_of - timedelta(days=30)]
+def popular(
+    lines: pd.DataFrame, user_ids: np.ndarray, as_of: pd.Timestamp, k: int, days: int = 30
+) -> pd.DataFrame:
+    """The k items most bought (distinct buyers) in the `days` before as_of, for every user."""
+    recent = lines[lines["ordered_at"] >= as_of - timedelta(days=days)]
     if recent.empty:
         recent = lines
     top = recent.groupby("item_id")["user_id"].nunique().nlargest(k)
@@ -158,32 +189,22 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def generate(
-    lines: pd.DataFrame,
-    user_ids: np.ndarray,
-    user_vectors: np.ndarray,
-    index,
-    item_ids: np.ndarray,
-    as_of: pd.Timestamp,
-    k: int,
-    popular_k: int,
-    als_dim: int = 128,
-    seed: int = 0,
+    lines: pd.DataFrame, queries: Queries, catalogue: Catalogue, as_of: pd.Timestamp, budget: Budget
 ) -> pd.DataFrame:
     """Every source for every user from purchases strictly before `as_of`, merged."""
+    user_ids, item_ids = queries.user_ids, catalogue.item_ids
     before = lines[lines["ordered_at"] < as_of]
     counts = user_item_matrix(before, user_ids, item_ids, binary=False)
     binary = counts.copy()
     binary.data[:] = 1.0
-    user_factors, item_factors = als_factors(counts, als_dim, seed)
+    user_factors, item_factors = als_factors(
+        counts, budget.als_dim, budget.seed, budget.als_regularization, budget.als_iterations
+    )
     frames = [
-        embedding(index, user_vectors, user_ids, item_ids, k),
+        embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k),
         repeat(before[before["user_id"].isin(set(user_ids))], as_of),
-        co_purchase(binary, user_ids, item_ids, k),
-        als(user_factors, item_factors, user_ids, item_ids, k),
-        popular(before, user_ids, as_of, popular_k),
+        co_purchase(binary, user_ids, item_ids, budget.k),
+        als(user_factors, item_factors, user_ids, item_ids, budget.k),
+        popular(before, user_ids, as_of, budget.popular_k, budget.popular_days),
     ]
-    merged = merge(frames)
-    rows = pd.Index(user_ids).get_indexer(merged["user_id"])
-    cols = pd.Index(item_ids).get_indexer(merged["item_id"])
-    merged["als_affinity"] = np.einsum("ij,ij->i", user_factors[rows], item_factors[cols]).astype(np.float32)
-    return merged
+    return merge(frames)

@@ -1,8 +1,8 @@
-"""`aisle` command line: the Makefile's targets call these.
+"""`aisle`: the one command line; the Makefile's targets call its subcommands.
 
 A known failure (scoring.errors.AisleError: a broken raw contract, a failed dbt build, a run already in
 progress, a failed publishing check) prints one message and exits 1; anything else keeps its traceback.
-Every command that writes to the workspace holds its lock (scoring/lock.py).
+Every command that writes to the workspace holds its lock (scoring/pipeline/lock.py).
 """
 
 from __future__ import annotations
@@ -10,29 +10,52 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
 from scoring.errors import AisleError
 from scoring.settings import Settings
 
+# Subcommands that hand their own options to the job's entry point.
+PASSED_ON = {"evaluate", "report", "bench"}
 
-def _run(command: str, settings: Settings) -> None:
-    from scoring.lock import workspace_lock
 
+def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
+    from scoring.pipeline.lock import workspace_lock
+
+    command = args.command
     if command == "serve":
-        from scoring.serving import exec_server
+        from scoring.serving.server import exec_server
 
         exec_server(settings)
     elif command == "env":
         for key, value in settings.environ().items():
             print(f"export {key}={shlex.quote(value)}")
     elif command == "score":
-        from scoring.pipeline import run
+        from scoring.pipeline.job import run
 
         run(settings)
+    elif command == "stage":
+        from scoring.pipeline.stages import rerun
+
+        with workspace_lock(settings.lock_path, f"aisle stage {args.name}"):
+            print(rerun(args.run_dir, args.name))
+    elif command == "evaluate":
+        from scoring.evaluation.cli import main
+
+        main(rest)
+    elif command == "report":
+        from scoring.reports.cli import main
+
+        main(rest)
+    elif command == "bench":
+        from scoring.bench.pipeline import main
+
+        main(rest)
     else:
-        from scoring.pipeline import build_features, prepare_raw
+        from scoring.ingest.prepare import prepare_raw
+        from scoring.pipeline.build import build_features
 
         with workspace_lock(settings.lock_path, f"aisle {command}"):
             raw = prepare_raw(settings)
@@ -50,11 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "features", help="dbt build, feast apply and materialize in a new build, then swap it in"
     )
+    stage = commands.add_parser("stage", help="rerun one scoring stage of a run folder, with its settings")
+    stage.add_argument("name", help="a stage of scoring/pipeline/stages.py, e.g. rank")
+    stage.add_argument("run_dir", type=Path)
+    commands.add_parser("evaluate", help="offline evaluation (make evaluate)", add_help=False)
+    commands.add_parser("report", help="the data-quality report (make report)", add_help=False)
+    commands.add_parser("bench", help="speed and memory benchmarks (make bench)", add_help=False)
     commands.add_parser("env", help="print the environment for running dbt/feast by hand (eval it)")
     commands.add_parser("serve", help="Feast's HTTP feature server on AISLE_FEAST_HOST:AISLE_FEAST_PORT")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in PASSED_ON:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        _run(args.command, Settings())
+        _run(args, rest, Settings())
     except AisleError as error:
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         console.print(f"[bold red]aisle {args.command}:[/] {error}")

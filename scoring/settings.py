@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     demo_defect_rate: float = 0.01
     demo_end_date: str = Field("2026-10-31", description="The demo shop's last day (fixed, not the clock).")
 
+    # --- governance rules (dbt reads them from the environment `environ()` exports) -------------
+    max_line_quantity: int = Field(5000, description="Lines with more units are quantity outliers.")
+    max_price_ratio: float = Field(
+        20, description="A unit price above this multiple of the item's median clean price is an outlier."
+    )
+    session_timeout_minutes: int = Field(30, description="A longer gap between events starts a session.")
+    freshness_max_days: int = Field(
+        30, description="The newest clean event may be this old before the freshness test warns."
+    )
+
     # --- model ------------------------------------------------------------------------------
     model_name: str = Field(
         "", description="Sentence-transformers model name or path; empty means the bundled all-MiniLM-L6-v2."
@@ -63,7 +73,9 @@ class Settings(BaseSettings):
     finetune_batch_size: int = 32
     learning_rate: float = 5e-5
     max_seq_length: int = 96
-    history_length: int = Field(8, description="How many past purchases form a user's query text.")
+    history_length: int = Field(
+        8, description="How many past purchases form a user's history (dbt's fct_user_histories)."
+    )
     max_training_pairs: int = 50_000
     embed_batch_size: int = 128
 
@@ -72,11 +84,27 @@ class Settings(BaseSettings):
     top_n: int = Field(20, description="Recommendations published per user.")
     popular_k: int = Field(50, description="Popular items added to every user's candidates.")
     als_factors: int = Field(128, description="Latent factors of the ALS candidate source.")
+    als_regularization: float = Field(0.05, description="L2 regularisation of the ALS candidate source.")
+    als_iterations: int = Field(15, description="Alternating sweeps of the ALS candidate source.")
+    popular_window_days: int = Field(30, description="The popular source ranks items bought in these days.")
     ranker_objective: Literal["binary", "lambdarank"] = Field(
-        "binary", description="LightGBM objective of the ranker (see scoring/rank.py)."
+        "binary", description="LightGBM objective of the ranker (see scoring/ranking/rank.py)."
     )
     label_window_days: int = Field(
         60, description="The ranker learns from purchases in this many days before the scoring time."
+    )
+    ranker_learning_rate: float = 0.05
+    ranker_num_leaves: int = 31
+    ranker_min_data_in_leaf: int = 20
+    ranker_rounds: int = Field(300, description="LightGBM boosting rounds of the ranker.")
+    threads: int = Field(2, description="Threads LightGBM uses (the machine's cores).")
+
+    # --- evaluation profile (`make evaluate` on Online Retail) ---------------------------------
+    evaluation_finetune_steps: int = Field(
+        120, description="Fine-tuning steps of `make evaluate`: Online Retail needs more than the demo."
+    )
+    evaluation_label_window_days: int = Field(
+        90, description="Label window of `make evaluate`, as long as its test window."
     )
     ann_threshold: int = Field(
         200_000, description="Item count above which an IVF index replaces exact inner-product search."
@@ -204,6 +232,11 @@ class Settings(BaseSettings):
             "AISLE_FEAST_REGISTRY": str(self.registry_path.absolute()),
             "AISLE_ONLINE_STORE": str(self.online_store_path.absolute()),
             "AISLE_AS_OF": self.as_of or "",
+            "AISLE_HISTORY_LENGTH": str(self.history_length),
+            "AISLE_MAX_LINE_QUANTITY": str(self.max_line_quantity),
+            "AISLE_MAX_PRICE_RATIO": str(self.max_price_ratio),
+            "AISLE_SESSION_TIMEOUT_MINUTES": str(self.session_timeout_minutes),
+            "AISLE_FRESHNESS_MAX_DAYS": str(self.freshness_max_days),
             "DBT_PROFILES_DIR": str(DBT_DIR),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1" if not self.model_name else "0"),
             "TOKENIZERS_PARALLELISM": "false",

@@ -45,7 +45,8 @@ def tiny_settings(data_dir: Path, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A built tiny demo workspace: raw files, warehouse, marts, Feast registry and online store."""
-    from scoring.pipeline import build_features, prepare_raw
+    from scoring.ingest.prepare import prepare_raw
+    from scoring.pipeline.build import build_features
 
     settings = tiny_settings(tmp_path_factory.mktemp("workspace"))
     prepare_raw(settings)
@@ -56,8 +57,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def scored_workspace(workspace: Settings) -> tuple[Settings, Path]:
     """The tiny workspace after one full scoring run; returns (settings, run folder)."""
-    from scoring.pipeline import score_run
-    from scoring.run_folder import RunFolder
+    from scoring.pipeline.run_folder import RunFolder
+    from scoring.pipeline.stages import score_run
 
     run = RunFolder.create(workspace.runs_dir, workspace.model_dump(mode="json"))
     score_run(workspace, run)
@@ -70,3 +71,72 @@ def online_retail_path() -> Path:
     if not SHARED_ONLINE_RETAIL.exists():
         pytest.skip(f"the UCI Online Retail file is not at {SHARED_ONLINE_RETAIL} (it lives in ../shared)")
     return SHARED_ONLINE_RETAIL
+
+
+# ----- test tiers ------------------------------------------------------------------------------------------
+# The markers of pyproject.toml, derived from the fixtures a test uses (directly or through other fixtures):
+#   e2e          `scored_workspace`: the whole nightly job ran
+#   integration  `workspace`, or any module- or session-scoped fixture that returns a built workspace (its
+#                return annotation names Settings)
+#   serving      a fixture or test that starts the feature server (its code uses FeatureServer)
+#   browser      `chromium` (headless Chromium)
+#   slow         `online_retail_path` (the real UCI Online Retail file)
+#   unit         none of the above: in process, nothing built, no server, no browser, no real data
+# A module or test that builds things in its own body says so with `pytestmark = pytest.mark.<tier>` or a
+# mark; an explicit `integration` or `e2e` mark wins over the derived one. `make test-fast` runs `-m unit`.
+TIERS = ("integration", "e2e")
+NOT_UNIT = ("integration", "e2e", "serving", "browser", "slow")
+
+
+def _uses(code, name: str) -> bool:
+    """Whether a function's code (or a function nested in it) refers to a global called `name`."""
+    return name in code.co_names or any(
+        _uses(const, name) for const in code.co_consts if hasattr(const, "co_names")
+    )
+
+
+def _derived_markers(item: pytest.Item) -> set[str]:
+    names = set(getattr(item, "fixturenames", ()))
+    info = getattr(item, "_fixtureinfo", None)
+    fixturedefs = [d for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+    builds_workspace = any(
+        d.scope != "function" and "Settings" in str(getattr(d.func, "__annotations__", {}).get("return", ""))
+        for d in fixturedefs
+    )
+    functions = [d.func for d in fixturedefs] + [getattr(item, "function", None)]
+    derived = set()
+    if "scored_workspace" in names:
+        derived.add("e2e")
+    elif "workspace" in names or builds_workspace:
+        derived.add("integration")
+    if any(hasattr(f, "__code__") and _uses(f.__code__, "FeatureServer") for f in functions):
+        derived.add("serving")
+    if "chromium" in names:
+        derived.add("browser")
+    if "online_retail_path" in names:
+        derived.add("slow")
+    return derived
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        present = {mark.name for mark in item.iter_markers()}
+        derived = _derived_markers(item)
+        if present & set(TIERS):
+            derived -= set(TIERS)
+        for name in sorted(derived - present):
+            item.add_marker(name)
+        if not (present | derived) & set(NOT_UNIT):
+            item.add_marker("unit")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the browser tier; `make test` installs it where apt-get is usable."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("Chromium is not installed (make test installs it where apt-get is usable)")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from scoring import training_data, warehouse
+from scoring.training import training_data
+from scoring.warehouse import dbt, tables
 from tests.conftest import tiny_settings
+
+pytestmark = pytest.mark.integration  # dbt builds, one per cut
 
 CUTS = ("2026-09-15", "2026-10-10")
 FEATURE_MARTS = ("fct_user_stats", "fct_item_stats", "fct_user_item_stats", "fct_user_histories")
@@ -21,7 +24,7 @@ def cut_workspaces(tmp_path_factory, workspace):
         settings = tiny_settings(
             tmp_path_factory.mktemp(f"cut-{cut}"), as_of=cut, raw_path=workspace.resolved_raw_path
         )
-        warehouse.dbt(settings, "build")
+        dbt.run(settings, "build")
         built[cut] = settings
     return built
 
@@ -29,9 +32,9 @@ def cut_workspaces(tmp_path_factory, workspace):
 def test_no_mart_row_reaches_the_cut(cut_workspaces) -> None:
     for cut, settings in cut_workspaces.items():
         limit = pd.Timestamp(cut)
-        assert warehouse.read(settings, "select max(ordered_at) as t from fct_order_lines")["t"][0] < limit
+        assert tables.read(settings, "select max(ordered_at) as t from fct_order_lines")["t"][0] < limit
         for mart in FEATURE_MARTS:
-            stamps = pd.read_parquet(warehouse.mart_path(settings, mart), columns=["event_timestamp"])
+            stamps = pd.read_parquet(tables.mart_path(settings, mart), columns=["event_timestamp"])
             assert stamps["event_timestamp"].max() <= limit, (cut, mart)
         assert training_data.scoring_time(settings) <= limit
 
@@ -39,10 +42,10 @@ def test_no_mart_row_reaches_the_cut(cut_workspaces) -> None:
 def test_rows_after_the_cut_are_held_not_lost(cut_workspaces) -> None:
     held = {}
     for cut, settings in cut_workspaces.items():
-        balance = warehouse.read(settings, "select * from fct_row_conservation where relation = 'events'")
+        balance = tables.read(settings, "select * from fct_row_conservation where relation = 'events'")
         assert bool(balance["is_balanced"][0])
         held[cut] = int(
-            warehouse.read(
+            tables.read(
                 settings, "select count(*) as n from fct_quarantine where rule_codes like '%after_as_of%'"
             )["n"][0]
         )
@@ -52,10 +55,10 @@ def test_rows_after_the_cut_are_held_not_lost(cut_workspaces) -> None:
 def test_features_change_when_the_cut_moves(cut_workspaces) -> None:
     early, late = (cut_workspaces[c] for c in CUTS)
     stats = {
-        cut: warehouse.read(
+        cut: tables.read(
             s,
             "select user_id, max(orders_count) as orders, max(monetary_value) as spend "
-            "from read_parquet('" + str(warehouse.mart_path(s, "fct_user_stats")) + "') group by user_id",
+            "from read_parquet('" + str(tables.mart_path(s, "fct_user_stats")) + "') group by user_id",
         ).set_index("user_id")
         for cut, s in zip(CUTS, (early, late), strict=True)
     }

@@ -77,17 +77,17 @@ def test_merge_keeps_one_row_per_pair_with_every_source_score_and_a_reason() -> 
     assert merged.loc["b", "source"] == "popular" and merged.loc["b", "embedding"] == 0
 
 
-def test_generate_merges_every_source_with_an_als_affinity_for_every_pair() -> None:
+def test_generate_merges_every_source_into_one_row_per_pair() -> None:
     lines = _lines()
-    item_vectors = np.eye(4, dtype=np.float32)
-    index, _ = faiss_index.build(item_vectors, ann_threshold=100)
-    user_vectors = np.eye(4, dtype=np.float32)
-    options = {"k": 2, "popular_k": 1, "als_dim": 4, "seed": 0}
-    merged = cand.generate(lines, USERS, user_vectors, index, ITEMS, AS_OF, **options)
-    assert set(merged.columns) >= {*cand.SOURCES, "source", "als_affinity"}
+    index, _ = faiss_index.build(np.eye(4, dtype=np.float32), ann_threshold=100)
+    queries = cand.Queries(USERS, np.eye(4, dtype=np.float32))
+    catalogue = cand.Catalogue(index, ITEMS)
+    budget = cand.Budget(k=2, popular_k=1, als_dim=4, seed=0)
+    merged = cand.generate(lines, queries, catalogue, AS_OF, budget)
+    assert set(merged.columns) >= {*cand.SOURCES, "source"}
     assert not merged.duplicated(["user_id", "item_id"]).any()
-    assert (merged["als"] > 0).any() and merged["als_affinity"].notna().all()
+    assert (merged["als"] > 0).any()
     # the cut is respected: a purchase on the as-of day itself is not history
     late = pd.concat([lines, pd.DataFrame({"user_id": ["u4"], "item_id": ["c"], "ordered_at": [AS_OF]})])
-    again = cand.generate(late, USERS, user_vectors, index, ITEMS, AS_OF, **options)
+    again = cand.generate(late, queries, catalogue, AS_OF, budget)
     assert not ((again["user_id"] == "u4") & (again["item_id"] == "c") & (again["repeat"] > 0)).any()

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scoring.settings import ROOT, Settings
+
+pytestmark = pytest.mark.integration  # the aisle command line in its own process
 
 
 def _aisle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,7 +38,7 @@ def test_a_broken_contract_is_one_message_without_a_traceback(tmp_path: Path) ->
 QUIET = """
 import numpy as np, pandas as pd, scipy.sparse as sp
 from retrieval.candidates import als_factors
-from scoring import feature_store
+from scoring.features import feature_store
 from scoring.settings import Settings
 settings = Settings()
 users = pd.read_parquet(settings.marts_dir / "fct_user_stats.parquet").head(5)

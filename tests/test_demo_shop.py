@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.demo_shop import generate
-from scoring.raw_contract import CONTRACT
+from scoring.ingest.demo_shop import generate
+from scoring.ingest.raw_contract import CONTRACT
 
 RATE = 0.02
 SMALL = dict(n_users=300, n_items=120, days=120, seed=7, defect_rate=RATE)

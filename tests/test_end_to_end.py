@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -12,7 +15,11 @@ import pandas as pd
 import pytest
 
 from retrieval.candidates import SOURCES
-from scoring import feature_store, pipeline, warehouse
+from scoring.errors import AisleError
+from scoring.features import feature_store
+from scoring.pipeline import job, stages
+from scoring.settings import ROOT
+from scoring.warehouse import tables
 
 
 def _digest(path: Path) -> str:
@@ -23,8 +30,8 @@ def test_every_active_user_gets_n_known_recommendations(scored_workspace) -> Non
     settings, _ = scored_workspace
     recs = pd.read_parquet(settings.published_recommendations)
     assert list(recs.columns[:5]) == ["user_id", "item_id", "rank", "score", "source"]
-    active = warehouse.read(settings, "select distinct user_id from fct_user_histories")["user_id"]
-    items = warehouse.read(settings, "select item_id from dim_items")["item_id"]
+    active = tables.read(settings, "select distinct user_id from fct_user_histories")["user_id"]
+    items = tables.read(settings, "select item_id from dim_items")["item_id"]
     counts = recs.groupby("user_id")["item_id"].nunique()
     assert set(counts.index) == set(active)
     assert (counts == min(settings.top_n, len(items))).all()
@@ -65,7 +72,7 @@ def test_fine_tuning_loss_went_down_and_the_manifest_records_the_run(scored_work
 def test_training_pairs_never_see_the_purchase_they_predict(scored_workspace) -> None:
     settings, run_dir = scored_workspace
     pairs = pd.read_parquet(run_dir / "pairs.parquet")
-    histories = pd.read_parquet(warehouse.mart_path(settings, "fct_user_histories"))
+    histories = pd.read_parquet(tables.mart_path(settings, "fct_user_histories"))
     # The history joined for each pair is the latest snapshot strictly before the purchase.
     sample = pairs.head(50)
     for row in sample.itertuples():
@@ -96,20 +103,42 @@ def test_published_lists_are_served_by_feast_and_match_duckdb(scored_workspace) 
     )
 
 
+def test_a_stage_reruns_alone_from_its_run_folder(scored_workspace) -> None:
+    """`aisle stage rank RUN_DIR` retrains and reranks from the folder's files and the run's own settings,
+    and writes the same ranking, byte for byte."""
+    settings, run_dir = scored_workspace
+    before = _digest(run_dir / "ranked.parquet")
+    (run_dir / "ranked.parquet").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "scoring", "stage", "rank", str(run_dir)],
+        cwd=ROOT,
+        env={**os.environ, "AISLE_DATA_DIR": str(settings.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _digest(run_dir / "ranked.parquet") == before
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["rank"]["users"] == manifest["stages"]["training_pairs"]["users"]
+    with pytest.raises(AisleError, match="no stage 'rnak'"):
+        stages.rerun(run_dir, "rnak")
+
+
 def test_a_failing_run_leaves_the_last_publication_intact(scored_workspace, tmp_path) -> None:
     settings, _ = scored_workspace
     before = _digest(settings.published_recommendations)
     current = (settings.runs_dir / "current").resolve()
     broken = settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
     with pytest.raises(Exception, match="no-such-model"):
-        pipeline.score_run(broken, pipeline.RunFolder.create(settings.runs_dir, {}))
+        stages.score_run(broken, stages.RunFolder.create(settings.runs_dir, {}))
     assert _digest(settings.published_recommendations) == before
     assert (settings.runs_dir / "current").resolve() == current
 
 
 def test_second_run_in_a_row_succeeds_and_republishes(scored_workspace) -> None:
     settings, first_run = scored_workspace
-    second_run = pipeline.run(settings)
+    second_run = job.run(settings)
     assert second_run != first_run
     recs = pd.read_parquet(settings.published_recommendations)
     assert set(recs["run_id"]) == {second_run.name}
@@ -120,7 +149,7 @@ def test_second_run_in_a_row_succeeds_and_republishes(scored_workspace) -> None:
 
 def test_validation_rejects_short_or_unknown_lists() -> None:
     recs = pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["a", "zzz"], "rank": [1, 2]})
-    with pytest.raises(pipeline.ValidationError, match="not in dim_items"):
-        pipeline.validate(recs, pd.Series(["u1"]), pd.Series(["a", "b", "c"]), n=2)
-    with pytest.raises(pipeline.ValidationError, match="no recommendations"):
-        pipeline.validate(recs.iloc[:1], pd.Series(["u1", "u2"]), pd.Series(["a", "b"]), n=1)
+    with pytest.raises(stages.ValidationError, match="not in dim_items"):
+        stages.validate(recs, pd.Series(["u1"]), pd.Series(["a", "b", "c"]), n=2)
+    with pytest.raises(stages.ValidationError, match="no recommendations"):
+        stages.validate(recs.iloc[:1], pd.Series(["u1", "u2"]), pd.Series(["a", "b"]), n=1)

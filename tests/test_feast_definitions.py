@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from feast import Entity, ValueType
 
-from scoring import feature_store
+from scoring.features import feature_store
 from scoring.settings import FEATURE_REPO, Settings
 
 sys.path.insert(0, str(FEATURE_REPO))

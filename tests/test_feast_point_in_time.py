@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring import feature_store
+from scoring.features import feature_store
 from scoring.settings import Settings
 
 VIEWS = {

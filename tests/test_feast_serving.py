@@ -1,4 +1,4 @@
-"""The real feature server (what `make serve` runs: Feast's app behind scoring/serving.py's guard) on
+"""The real feature server (what `make serve` runs: Feast's app behind scoring/serving/server.py's guard) on
 127.0.0.1, over real HTTP.
 
 Each server runs on a copy of the scored workspace's live build (registry), online store and
@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import requests
 
-from scoring import publish
-from scoring.run_folder import swap_link
-from scoring.serving import FeatureServer
+from scoring.pipeline import publish
+from scoring.pipeline.run_folder import swap_link
+from scoring.serving.server import FeatureServer
 from scoring.settings import Settings
 from tests.conftest import tiny_settings
 

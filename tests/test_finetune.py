@@ -1,9 +1,12 @@
 import json
 
 import pandas as pd
+import pytest
 
-from scoring.finetune import finetune, load_model
+from scoring.training.finetune import finetune, load_model
 from tests.conftest import tiny_settings
+
+pytestmark = pytest.mark.integration  # loads the real model, fine-tunes it and saves a checkpoint
 
 
 def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tmp_path) -> None:

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from scoring.lock import RunInProgress, workspace_lock
+from scoring.pipeline.lock import RunInProgress, workspace_lock
 from scoring.settings import ROOT
+
+pytestmark = pytest.mark.integration  # other processes: a lock holder, the aisle command line
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from scoring.lock import workspace_lock
+from scoring.pipeline.lock import workspace_lock
 with workspace_lock(Path(sys.argv[1]), "aisle score"):
     print("held", flush=True)
     time.sleep(120)

@@ -21,9 +21,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from scoring import demo_shop, pipeline, warehouse
+from scoring.ingest import demo_shop
+from scoring.pipeline import job
 from scoring.settings import DBT_DIR, FEATURE_REPO, Settings
+from scoring.warehouse import tables
 from tests.conftest import tiny_settings
+
+pytestmark = pytest.mark.e2e  # the whole nightly job on a leaky folder
 
 
 def _macro_body(name: str) -> str:
@@ -227,7 +231,7 @@ def leaky_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[
     root = tmp_path_factory.mktemp("pii")
     folder, user_ids = _leaky_folder(root)
     settings = tiny_settings(root / "data", source="files", raw_path=folder, raw_format="csv")
-    pipeline.run(settings)  # the dbt build's no_pii tests pass on it: PII never reached a model
+    job.run(settings)  # the dbt build's no_pii tests pass on it: PII never reached a model
     return settings, user_ids
 
 
@@ -270,7 +274,7 @@ def test_no_relation_of_the_run_holds_pii(leaky_run: tuple[Settings, dict[str, s
 def test_pii_ids_become_one_digest_that_still_joins(leaky_run: tuple[Settings, dict[str, str]]) -> None:
     settings, user_ids = leaky_run
     digests = {"pii_" + hashlib.sha256(v.encode()).hexdigest()[:20] for v in user_ids.values()}
-    joined = warehouse.read(
+    joined = tables.read(
         settings,
         "select e.user_id, count(*) as events, count(u.user_id) as joined"
         " from staging.stg_shop__events as e left join staging.stg_shop__users as u using (user_id)"
@@ -278,9 +282,9 @@ def test_pii_ids_become_one_digest_that_still_joins(leaky_run: tuple[Settings, d
     )
     assert set(joined.user_id) == digests, "each PII user id became its digest in the events"
     assert (joined.events == joined.joined).all(), "every event of a PII user joins the user's row"
-    buyers = set(warehouse.read(settings, "select distinct user_id from fct_order_lines").user_id)
+    buyers = set(tables.read(settings, "select distinct user_id from fct_order_lines").user_id)
     assert digests <= buyers
     published = set(pd.read_parquet(settings.published_recommendations).user_id)
     assert digests <= published, "the users whose ids were PII still get recommendations"
-    quarantine = warehouse.read(settings, "select raw_values from fct_quarantine")
+    quarantine = tables.read(settings, "select raw_values from fct_quarantine")
     assert quarantine.raw_values.str.contains(r"\[email\]|\[phone\]").any(), "raw values are redacted"

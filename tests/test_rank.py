@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring import rank
+from scoring.ranking import rank
 
 
 def _synthetic(n_users: int = 60, per_user: int = 30, seed: int = 0) -> pd.DataFrame:

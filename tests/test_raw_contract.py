@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scoring import demo_shop, pipeline, raw_contract, warehouse
+from scoring.ingest import demo_shop, raw_contract
+from scoring.pipeline import job
 from scoring.settings import Settings
+from scoring.warehouse import dbt, tables
 from tests.conftest import tiny_settings
 
 EVENTS_HEADER = b"user_id,item_id,event_type,event_at,quantity,unit_price,order_id,country\n"
@@ -244,22 +246,23 @@ def _assert_scored(settings: Settings, run_dir: Path) -> None:
     recs = pd.read_parquet(settings.published_recommendations)
     assert len(recs) > 0 and recs.user_id.nunique() > 10
     assert (run_dir / "manifest.json").exists()
-    conservation = warehouse.read(settings, "select * from fct_row_conservation")
+    conservation = tables.read(settings, "select * from fct_row_conservation")
     assert list(conservation.relation) == ["events"], "only the events file was supplied"
     assert conservation.is_balanced.all()
 
 
+@pytest.mark.e2e
 def test_an_events_only_csv_folder_builds_and_scores(demo: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     folder = tmp_path / "raw"
     folder.mkdir()
     events, messy_item, untitled_item = _events_with_titles(demo)
     events.to_csv(folder / "events.csv", index=False)
     settings = _files(folder)
-    run_dir = pipeline.run(settings)
+    run_dir = job.run(settings)
     _assert_scored(settings, run_dir)
 
-    items = warehouse.read(settings, "select * from dim_items").set_index("item_id")
-    clean = warehouse.read(
+    items = tables.read(settings, "select * from dim_items").set_index("item_id")
+    clean = tables.read(
         settings, "select distinct item_id from intermediate.int_events_clean where event_type <> 'return'"
     )
     assert set(items.index) == set(clean.item_id), "one item per item of the clean events"
@@ -274,16 +277,17 @@ def test_an_events_only_csv_folder_builds_and_scores(demo: dict[str, pd.DataFram
     assert len(named) > 40
     assert (named.title == named.raw_title.map(_normalised)).all()
     # Without a catalogue no event is an orphan, and every user of a clean event is a user.
-    rules = warehouse.read(settings, "select distinct rule_code from fct_quarantine_rules")
+    rules = tables.read(settings, "select distinct rule_code from fct_quarantine_rules")
     assert "orphan_item_id" not in set(rules.rule_code)
-    users = warehouse.read(settings, "select * from dim_users")
-    seen = warehouse.read(
+    users = tables.read(settings, "select * from dim_users")
+    seen = tables.read(
         settings, "select distinct user_id from intermediate.int_events_clean where user_id is not null"
     )
     assert set(users.user_id) == set(seen.user_id)
     assert users.signed_up_at.notna().all() and users.country.isna().all()
 
 
+@pytest.mark.e2e
 def test_an_events_only_parquet_folder_without_titles_builds_and_scores(
     demo: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
@@ -291,14 +295,15 @@ def test_an_events_only_parquet_folder_without_titles_builds_and_scores(
     folder.mkdir()
     demo["events"].to_parquet(folder / "events.parquet", index=False)
     settings = _files(folder, "parquet")
-    run_dir = pipeline.run(settings)
+    run_dir = job.run(settings)
     _assert_scored(settings, run_dir)
-    items = warehouse.read(settings, "select item_id, title, product_type from dim_items")
+    items = tables.read(settings, "select item_id, title, product_type from dim_items")
     assert len(items) > 40
     assert (items.title == items.item_id).all(), "no title anywhere: every item is named by its id"
     assert items.product_type.isna().all()
 
 
+@pytest.mark.integration
 def test_minimal_items_and_no_country_build(demo: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     folder = tmp_path / "raw"
     folder.mkdir()
@@ -307,22 +312,22 @@ def test_minimal_items_and_no_country_build(demo: dict[str, pd.DataFrame], tmp_p
     demo["users"][["user_id"]].to_csv(folder / "users.csv", index=False)
     settings = _files(folder)
     raw_contract.check(settings)
-    warehouse.dbt(settings, "build")
+    dbt.run(settings, "build")
 
-    conservation = warehouse.read(settings, "select * from fct_row_conservation order by relation")
+    conservation = tables.read(settings, "select * from fct_row_conservation order by relation")
     assert list(conservation.relation) == ["events", "items", "users"]
     assert conservation.is_balanced.all()
     assert dict(zip(conservation.relation, conservation.raw_rows, strict=True)) == {
         t: len(demo[t]) for t in ("events", "items", "users")
     }
-    items = warehouse.read(settings, "select * from dim_items")
+    items = tables.read(settings, "select * from dim_items")
     assert items.description.isna().all() and items.brand.isna().all()
     # No catalogue category: the category is the product type parsed from the title.
     assert (items.category == items.product_type).all() and items.category.notna().mean() > 0.9
     # No catalogue price: the list price is the median clean unit price.
     sold = items[items.purchase_lines > 0]
     assert (sold.list_price == sold.median_unit_price).all()
-    assert warehouse.read(settings, "select count(*) as n from dim_users where country is not null").n[0] == 0
+    assert tables.read(settings, "select count(*) as n from dim_users where country is not null").n[0] == 0
     # With a catalogue, events for items outside it are still orphans.
-    rules = warehouse.read(settings, "select distinct rule_code from fct_quarantine_rules")
+    rules = tables.read(settings, "select distinct rule_code from fct_quarantine_rules")
     assert "orphan_item_id" in set(rules.rule_code)

@@ -20,13 +20,18 @@ import pandas as pd
 import pytest
 import requests
 
-from scoring import demo_shop, feature_store, publish, warehouse
-from scoring.pipeline import build_features
-from scoring.serving import FeatureServer
+from scoring.features import feature_store
+from scoring.ingest import demo_shop
+from scoring.pipeline import publish
+from scoring.pipeline.build import build_features
+from scoring.serving.server import FeatureServer
 from scoring.settings import ROOT, Settings
-from scoring.warehouse import DbtBuildError
+from scoring.warehouse import tables
+from scoring.warehouse.dbt import DbtBuildError
 from tests.conftest import tiny_settings
 from tests.test_feast_online import VIEWS
+
+pytestmark = pytest.mark.integration  # every test builds or publishes again in its body
 
 NEW_ITEM = "I09999"
 
@@ -83,10 +88,10 @@ def _restate(settings: Settings, user: str, item: str, price: str, gone: str) ->
 
 
 def test_a_rebuild_serves_the_latest_values_over_http(shop: Settings) -> None:
-    lines = warehouse.read(shop, "select user_id, item_id, unit_price from fct_order_lines order by 1, 2")
+    lines = tables.read(shop, "select user_id, item_id, unit_price from fct_order_lines order by 1, 2")
     user, item, price = lines.iloc[0]
     bought = set(lines.loc[lines["user_id"] == user, "item_id"])
-    gone = sorted(set(warehouse.read(shop, "select item_id from dim_items")["item_id"]) - bought)[0]
+    gone = sorted(set(tables.read(shop, "select item_id from dim_items")["item_id"]) - bought)[0]
     orders_before = int(_latest(shop, "fct_user_stats", "user_id", user)["orders_count"])
 
     with FeatureServer(shop) as server:
@@ -117,9 +122,9 @@ def _recommendations(users: list[str], items: list[str]) -> pd.DataFrame:
 
 
 def test_publishing_serves_exactly_the_published_users_with_no_gap(shop: Settings, tmp_path: Path) -> None:
-    users = warehouse.read(shop, "select distinct user_id from fct_order_lines order by 1")["user_id"]
+    users = tables.read(shop, "select distinct user_id from fct_order_lines order by 1")["user_id"]
     users = users.tolist()
-    items = warehouse.read(shop, "select item_id from dim_items order by 1")["item_id"].tolist()
+    items = tables.read(shop, "select item_id from dim_items order by 1")["item_id"].tolist()
     kept, dropped = users[:20], users[20:40]
     as_of = pd.Timestamp("2026-10-31")
     fs = feature_store.store(shop)

@@ -1,17 +1,17 @@
-"""`make report`: the data-quality page is self-contained and really renders its plots in a browser
-(headless Chromium), not just as HTML text."""
+"""`aisle report`: the data-quality page is self-contained and really renders its plots in a browser
+(headless Chromium, installed by the Makefile's test set-up), not just as HTML text."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from scoring.report import build
-from scoring.settings import ROOT, Settings
+from scoring.reports import cli
+from scoring.reports.data_quality import build
+from scoring.settings import Settings
 
 TITLES = (
     "Rows through each stage",
@@ -21,19 +21,6 @@ TITLES = (
     "Price and quantity distributions before and after cleaning (positive values)",
     "Item titles and categories",
 )
-
-
-def _chromium() -> str:
-    """The Chromium binary, installed from Debian's archive when missing (skip when that is impossible)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium"
-    result = subprocess.run(["bash", "-c", install], capture_output=True, text=True, check=False)
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip(f"Chromium is not installed and apt-get could not install it: {result.stderr[-300:]}")
-    return found
 
 
 def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -61,8 +48,19 @@ def test_report_is_self_contained(report: Path) -> None:
     assert "is_balanced" in page and "duplicate_row" in page
 
 
-def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
-    chromium = _chromium()
+def test_aisle_report_writes_where_it_is_told(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    for key, value in workspace.environ().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AISLE_DATA_DIR", str(workspace.data_dir))
+    out = tmp_path / "page.html"
+    cli.main(["--out", str(out)])
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_text().count("Plotly.newPlot") == len(TITLES)
+
+
+def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_path: Path) -> None:
     dom = _headless(chromium, tmp_path / "profile", "--dump-dom", report.as_uri()).stdout
     # Plotly draws each figure into SVG at load time; titles exist only once the JavaScript has run.
     assert dom.count('class="main-svg"') >= len(TITLES)
@@ -74,5 +72,3 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         chromium, tmp_path / "profile", "--window-size=1400,4200", f"--screenshot={shot}", report.as_uri()
     )
     assert shot.stat().st_size > 50_000
-    (ROOT / "reports").mkdir(exist_ok=True)
-    shutil.copy(shot, ROOT / "reports" / "data_quality.png")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring.run_folder import RunFolder, abandon_unfinished, prune, swap_link
+from scoring.pipeline.run_folder import RunFolder, abandon_unfinished, prune, swap_link
 from scoring.settings import ROOT
 
 
@@ -40,7 +40,7 @@ def test_promote_moves_current_to_the_newest_successful_run(tmp_path: Path) -> N
 KILLED_IN_FINETUNE = """
 import os, signal, sys
 from pathlib import Path
-from scoring.run_folder import RunFolder
+from scoring.pipeline.run_folder import RunFolder
 run = RunFolder.create(Path(sys.argv[1]), {})
 with run.stage("training_pairs"):
     pass

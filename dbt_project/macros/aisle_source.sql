@@ -1,11 +1,39 @@
+{#-
+  The raw adapter switch (AISLE_SOURCE: demo | files | online_retail) is read in staging alone: the
+  adapters' staging models enable themselves with it, and the thin source-agnostic staging models
+  (stg_events, stg_items, stg_users) pick the active adapter's model through adapter_model(). Intermediate
+  models and marts ref those three names and never ask which source is active. The one other reader is
+  raw_relations(), for fct_row_conservation, the documented model that reads the raw sources directly.
+-#}
+
 {#- The active raw adapter (AISLE_SOURCE): demo and files both read the canonical contract. -#}
 {% macro aisle_source() -%}{{ return(env_var('AISLE_SOURCE', 'demo')) }}{%- endmacro %}
 
 {% macro uses_canonical_files() -%}{{ return(aisle_source() in ['demo', 'files']) }}{%- endmacro %}
+
+{#- The active adapter's staging model of a relation (events, items, users): stg_shop__<relation> for the
+    demo shop and canonical files, stg_uci_retail__<relation> for Online Retail. -#}
+{% macro adapter_model(relation) -%}
+    {{ return('stg_' ~ ('shop' if uses_canonical_files() else 'uci_retail') ~ '__' ~ relation) }}
+{%- endmacro %}
+
+{#- The active adapter's raw relations, for the reconciliation: one dict per relation with its name, the
+    raw source relation and the adapter's label (source_name). An optional table of the canonical contract
+    (items, users) whose file is not there is left out. -#}
+{% macro raw_relations() -%}
+    {%- set found = [] -%}
+    {%- if uses_canonical_files() -%}
+        {%- for table in ['events', 'items', 'users'] if table == 'events' or raw_table_exists(table) -%}
+            {%- do found.append({'source_name': aisle_source(), 'relation': table, 'raw': source('shop', table)}) -%}
+        {%- endfor -%}
+    {%- else -%}
+        {%- do found.append({'source_name': aisle_source(), 'relation': 'events', 'raw': source('uci_retail', 'invoice_lines')}) -%}
+    {%- endif -%}
+    {{ return(found) }}
+{%- endmacro %}
 
 {#- Optional cut-off (AISLE_AS_OF): events at or after it are held back from every model. -#}
 {% macro as_of_timestamp() -%}
     {%- set as_of = env_var('AISLE_AS_OF', '') -%}
     {%- if as_of -%}cast('{{ as_of }}' as timestamp){%- else -%}null{%- endif -%}
 {%- endmacro %}
-

@@ -1,6 +1,7 @@
 {#- Our own generic tests (no dbt-utils here). Each returns the failing rows. -#}
 
-{# uniqueness: no two rows share this combination of columns. #}
+{# uniqueness: no two rows share this combination of columns. The primary-key test of a model keyed by
+   several columns (the feature marts, fct_quarantine_rules), with not_null on each of them. #}
 {% test unique_combination_of_columns(model, combination_of_columns) %}
 select {{ combination_of_columns | join(', ') }}, count(*) as n
 from {{ model }}

@@ -2,7 +2,7 @@
     and the duplicate occurrence number. -#}
 
 {#- Which columns the raw table really has: the canonical contract makes some columns and the items and
-    users tables optional (scoring/raw_contract.py checks the rest before dbt runs). A missing optional
+    users tables optional (scoring/ingest/raw_contract.py checks the rest before dbt runs). A missing optional
     column reads as null; a missing table reads as no rows. Returns {'exists': bool, 'columns': [...]},
     column names lower case. Unit tests (whose raw inputs are fixtures, not files) see every column. -#}
 {% macro raw_layout(relation, table, columns) -%}
@@ -12,7 +12,7 @@
     {{ return({'exists': true, 'columns': raw_relation_columns(relation)}) }}
 {%- endmacro %}
 
-{#- The path of a canonical raw file; mirrors the external_location in models/staging/_sources.yml. -#}
+{#- The path of a canonical raw file; mirrors the external_location in models/staging/shop/_shop__sources.yml. -#}
 {% macro canonical_raw_file(table) -%}
     {%- set extension = 'csv' if env_var('AISLE_RAW_FORMAT', 'parquet') == 'csv' else 'parquet' -%}
     {{ return(env_var('AISLE_RAW_PATH', '../data/raw/demo') ~ '/' ~ table ~ '.' ~ extension) }}

@@ -28,7 +28,7 @@ numbered as (
         sum(
             case
                 when seconds_since_previous is null
-                    or seconds_since_previous > {{ var('session_timeout_minutes') * 60 }} then 1
+                    or seconds_since_previous > {{ (var('session_timeout_minutes') | int) * 60 }} then 1
                 else 0
             end
         ) over (

@@ -29,31 +29,15 @@ countries as (
 
 ),
 
-{% if uses_canonical_files() %}
--- The users file is optional: without one (no user rows at all) every user of a clean event is known
--- from the events alone, signed up at their first clean event.
+-- Registered users as staging hands them over: the source's own users (clean rows), or where it has
+-- none the users staging derived from the clean events (Online Retail: each customer's first purchase).
 registered as (
 
     select user_id, country, signed_up_at
-    from {{ ref('stg_shop__users') }}
+    from {{ ref('stg_users') }}
     where rule_codes is null
-    union all
-    select user_id, cast(null as varchar) as country, min(event_at) as signed_up_at
-    from {{ ref('int_events_clean') }}
-    where user_id is not null
-        and not exists (select 1 from {{ ref('stg_shop__users') }})
-    group by user_id
 
 ),
-{% else %}
-registered as (
-
-    select user_id, country, first_purchase_at as signed_up_at
-    from purchases
-    inner join countries using (user_id)
-
-),
-{% endif %}
 
 all_users as (
 

@@ -50,5 +50,5 @@ select
     {{ ordered_list_agg('item_id', 'recency_rank') }} as recent_item_ids,
     cast(count(*) as bigint) as history_length
 from ranked
-where recency_rank <= {{ var('history_length') }}
+where recency_rank <= {{ var('history_length') | int }}
 group by user_id, event_timestamp

@@ -1,16 +1,15 @@
 -- Every rejected raw row of every relation, with the rules it broke and its raw values: nothing is
--- dropped silently. Users' raw values are limited to non-PII columns by stg_shop__users.
+-- dropped silently. Users' raw values are limited to non-PII columns in staging; items and users that
+-- staging derived from the events have no raw row and are never quarantined.
 
 select source_name, 'events' as relation, row_key, source_row_number, rule_codes, raw_values
 from {{ ref('int_events_checked') }}
 where not is_clean
-{% if uses_canonical_files() %}
 union all
 select source_name, 'items', row_key, source_row_number, rule_codes, raw_values
-from {{ ref('stg_shop__items') }}
+from {{ ref('stg_items') }}
 where rule_codes is not null
 union all
 select source_name, 'users', row_key, source_row_number, rule_codes, raw_values
-from {{ ref('stg_shop__users') }}
+from {{ ref('stg_users') }}
 where rule_codes is not null
-{% endif %}

@@ -1,37 +1,28 @@
--- Raw rows = clean rows + quarantined rows, per relation. Raw counts are read straight from the
--- source files, so a row lost anywhere in staging shows up here (and fails assert_rows_conserved).
--- The items and users files are optional: a relation whose file is not there has no row here.
+-- Raw rows = clean rows + quarantined rows, per relation. The deliberate exception to "only staging reads
+-- sources": raw counts are read straight from the active adapter's raw files (raw_relations), so a row
+-- lost anywhere in staging shows up here (and fails assert_rows_conserved). An optional table whose file
+-- is not there (items, users) has no row here.
 
-{%- set relations = [] %}
-{%- if uses_canonical_files() %}
-{%- for relation in ['events', 'items', 'users'] if relation == 'events' or raw_table_exists(relation) %}
-{%- do relations.append(relation) %}
-{%- endfor %}
-{%- endif %}
+with raw_counts as (
 
-with counts as (
+    {%- for raw in raw_relations() %}
+    select '{{ raw.source_name }}' as source_name, '{{ raw.relation }}' as relation, count(*) as raw_rows
+    from {{ raw.raw }}
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
 
-    {% if uses_canonical_files() %}
-    {% for relation in relations %}
-    {%- set raw = source('shop', relation) %}
-    select
-        '{{ relation }}' as relation,
-        (select count(*) from {{ raw }}) as raw_rows,
-        {% if relation == 'events' -%}
-        (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
-        {%- elif relation == 'items' -%}
-        (select count(*) from {{ ref('stg_shop__items') }} where rule_codes is null) as clean_rows
-        {%- else -%}
-        (select count(*) from {{ ref('stg_shop__users') }} where rule_codes is null) as clean_rows
-        {%- endif %}
-    {% if not loop.last %}union all{% endif %}
-    {% endfor %}
-    {% else %}
-    select
-        'events' as relation,
-        (select count(*) from {{ source('uci_retail', 'invoice_lines') }}) as raw_rows,
-        (select count(*) from {{ ref('int_events_clean') }}) as clean_rows
-    {% endif %}
+),
+
+-- Rows that passed every rule; items and users derived from the events have no raw row, so they do not count.
+clean_counts as (
+
+    select 'events' as relation, count(*) as clean_rows from {{ ref('int_events_clean') }}
+    union all
+    select 'items', count(*) from {{ ref('stg_items') }} where rule_codes is null and not is_derived
+    union all
+    select 'users', count(*) from {{ ref('stg_users') }} where rule_codes is null and not is_derived
 
 ),
 
@@ -57,15 +48,16 @@ quarantined as (
 )
 
 select
-    '{{ aisle_source() }}' as source_name,
-    counts.relation,
-    cast(counts.raw_rows as bigint) as raw_rows,
-    cast(counts.clean_rows as bigint) as clean_rows,
+    raw_counts.source_name,
+    raw_counts.relation,
+    cast(raw_counts.raw_rows as bigint) as raw_rows,
+    cast(clean_counts.clean_rows as bigint) as clean_rows,
     cast(coalesce(quarantined.quarantined_rows, 0) as bigint) as quarantined_rows,
     cast(coalesce(quarantined.duplicate_rows, 0) as bigint) as duplicate_rows,
     cast(coalesce(quarantined.held_rows, 0) as bigint) as held_rows,
     cast(coalesce(returns.return_rows, 0) as bigint) as return_rows,
-    counts.raw_rows = counts.clean_rows + coalesce(quarantined.quarantined_rows, 0) as is_balanced
-from counts
-left join quarantined on counts.relation = quarantined.relation
-left join returns on counts.relation = returns.relation
+    raw_counts.raw_rows = clean_counts.clean_rows + coalesce(quarantined.quarantined_rows, 0) as is_balanced
+from raw_counts
+inner join clean_counts on raw_counts.relation = clean_counts.relation
+left join quarantined on raw_counts.relation = quarantined.relation
+left join returns on raw_counts.relation = returns.relation

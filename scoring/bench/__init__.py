@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks (`make bench`), measured and reported, never asserted in tests."""

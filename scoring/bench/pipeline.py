@@ -1,0 +1,132 @@
+"""`make bench` (`aisle bench`): the speed and memory figures of the README's targets, measured, never
+asserted in tests.
+
+- embedding: Aisle's `embed.encode` against raw `SentenceTransformer.encode` on the same texts and
+  batch size (target: at least 95% of raw throughput);
+- retrieval: exact inner-product search against IVF at the size where Aisle would switch, with
+  recall@100 of IVF against exact (target: ANN only with recall@100 >= 0.98);
+- dbt build on synthetic demo shops of about 1M, 3M and 10M events: wall time and peak memory of the
+  dbt process (target: < 8 GB at 10M, about linear time);
+- Feast online lookups over HTTP: scoring/bench/serving.py.
+
+Results go to reports/bench.json. Sizes can be reduced with --quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+from scoring.bench import serving as bench_serving
+from scoring.settings import ROOT, Settings
+
+
+def bench_embedding(settings: Settings, n_texts: int) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from scoring.training.embed import encode
+
+    words = ["red", "blue", "ceramic", "glass", "mug", "lantern", "cushion", "cover", "vintage", "heart"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=rng.integers(3, 7))) for _ in range(n_texts)]
+    model = SentenceTransformer(settings.resolved_model_name, device="cpu")
+    batch = settings.embed_batch_size
+    model.encode(texts[:batch], batch_size=batch)  # warm-up
+    start = time.perf_counter()
+    model.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True)
+    raw = time.perf_counter() - start
+    start = time.perf_counter()
+    encode(model, texts, batch, "bench texts")
+    ours = time.perf_counter() - start
+    return {
+        "texts": n_texts,
+        "batch_size": batch,
+        "raw_texts_per_s": round(n_texts / raw, 1),
+        "aisle_texts_per_s": round(n_texts / ours, 1),
+        "ratio": round(raw / ours, 3),
+    }
+
+
+def bench_retrieval(n_items: int, n_queries: int, dim: int = 384) -> dict:
+    from retrieval import index as faiss_index
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(64, dim)).astype(np.float32)
+    items = centres[rng.integers(0, 64, n_items)] + 0.5 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    queries = items[rng.choice(n_items, n_queries, replace=False)] + 0.1 * rng.normal(size=(n_queries, dim))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    exact, _ = faiss_index.build(items, ann_threshold=n_items)
+    start = time.perf_counter()
+    _, truth = faiss_index.search(exact, queries, 100)
+    exact_s = time.perf_counter() - start
+    ivf, info = faiss_index.build(items, ann_threshold=0, k=100)
+    start = time.perf_counter()
+    _, found = faiss_index.search(ivf, queries, 100)
+    ivf_s = time.perf_counter() - start
+    return {
+        "items": n_items,
+        "queries": n_queries,
+        "exact_queries_per_s": round(n_queries / exact_s, 1),
+        "ivf_queries_per_s": round(n_queries / ivf_s, 1),
+        "ivf_nprobe": info.nprobe,
+        "ivf_recall_at_100": round(faiss_index.recall_at_k(found, truth), 4),
+    }
+
+
+def bench_dbt(base: Settings, users: list[int]) -> list[dict]:
+    from scoring.ingest.demo_shop import generate
+    from scoring.warehouse import dbt
+
+    rows = []
+    for n_users in users:
+        settings = base.model_copy(
+            update={"source": "demo", "raw_path": None, "data_dir": ROOT / "data" / "bench" / f"u{n_users}"}
+        )
+        summary = generate(settings.resolved_raw_path, n_users=n_users, n_items=600, days=180, seed=7)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
+        dbt.run(settings, "build", "--quiet")
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rows.append(
+            {
+                "events": summary["row_counts"]["events.parquet"],
+                "seconds": round(seconds, 1),
+                # ru_maxrss of children is the largest child so far: exact when sizes grow.
+                "peak_rss_gb": round(max(peak, before) / 1024**2, 2),
+            }
+        )
+        print(rows[-1])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aisle bench", description="Aisle's speed and memory benchmarks.")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    results: dict = {}
+    print("embedding throughput ...")
+    results["embedding"] = bench_embedding(settings, 2_000 if args.quick else 10_000)
+    print(results["embedding"])
+    print("retrieval, exact against IVF ...")
+    results["retrieval"] = bench_retrieval(20_000 if args.quick else 200_000, 1_000)
+    print(results["retrieval"])
+    print("dbt build scaling ...")
+    results["dbt_build"] = bench_dbt(settings, [2_000, 6_000] if args.quick else [19_000, 57_000, 190_000])
+    print("Feast online lookups over HTTP ...")
+    bench_serving.main([])
+    out = ROOT / "reports"
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(f"wrote {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Ranking metrics at a cut-off k, one user at a time: pure functions, no I/O.
+
+Each takes the user's `relevant` items (any collection) and the `recommended` items (ranked best first,
+without repeats; only the first k count) and returns a float. Gains are binary, as in the top-k metrics
+of microsoft/recommenders (`python_evaluation.py`). A user with no relevant item has no recall, NDCG or
+average precision (nan is returned); the protocol leaves such users out before averaging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Sequence
+
+import numpy as np
+
+
+def _check(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+
+
+def hits_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> np.ndarray:
+    """1.0 where the item at each of the first k ranks is relevant, else 0.0 (as long as the list, <= k)."""
+    _check(k)
+    return np.array([item in relevant for item in list(recommended)[:k]], dtype=float)
+
+
+def precision_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """Relevant items among the first k, divided by k (a shorter list is not rewarded)."""
+    return float(hits_at_k(relevant, recommended, k).sum() / k)
+
+
+def recall_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """Relevant items among the first k, divided by the number of relevant items."""
+    if not relevant:
+        return float("nan")
+    return float(hits_at_k(relevant, recommended, k).sum() / len(relevant))
+
+
+def hit_ratio_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """1.0 when at least one of the first k is relevant, else 0.0."""
+    return float(hits_at_k(relevant, recommended, k).any())
+
+
+def ndcg_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """DCG of the first k (binary gain, log2(rank + 1) discount) over the DCG of an ideal list, which puts
+    min(#relevant, k) relevant items first."""
+    if not relevant:
+        return float("nan")
+    hits = hits_at_k(relevant, recommended, k)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = discounts[: min(len(relevant), k)].sum()
+    return float((hits * discounts[: len(hits)]).sum() / ideal)
+
+
+def average_precision_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """Mean of precision@i over the ranks i <= k that hold a relevant item, divided by min(#relevant, k)
+    (MAP@k is its mean over users)."""
+    if not relevant:
+        return float("nan")
+    hits = hits_at_k(relevant, recommended, k)
+    precisions = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precisions * hits).sum() / min(len(relevant), k))
+
+
+def reciprocal_rank_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """1 / the rank of the first relevant item among the first k, 0.0 when none is (MRR@k over users)."""
+    hits = hits_at_k(relevant, recommended, k)
+    found = np.flatnonzero(hits)
+    return float(1.0 / (found[0] + 1)) if len(found) else 0.0
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest finite scores of a row, best first (-inf or nan: never recommended)."""
+    _check(k)
+    scores = np.asarray(scores)
+    top = np.argpartition(-scores, k)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top])]
+    return top[np.isfinite(scores[top])]

@@ -1,0 +1,77 @@
+"""`make score`: the nightly job, from raw data to published recommendations.
+
+Raw data (scoring/ingest) -> a governed build: dbt, feast apply and materialize (scoring/pipeline/build.py)
+-> the scoring stages, each reading and writing one run folder (scoring/pipeline/stages.py) -> promote.
+The run is promoted and published only after every check passed, so a failure leaves the last
+publication intact and a rerun is always safe. The whole job holds the workspace's lock.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from scoring.ingest.prepare import prepare_raw
+from scoring.pipeline.build import build_features
+from scoring.pipeline.lock import workspace_lock
+from scoring.pipeline.run_folder import RunFolder, abandon_unfinished, peak_rss_mb, prune
+from scoring.pipeline.stages import score_run
+from scoring.settings import Settings
+
+console = Console()
+
+
+def run(settings: Settings) -> Path:
+    """The whole nightly job, holding the workspace's lock. Returns the run folder."""
+    with workspace_lock(settings.lock_path, "aisle score"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> Path:
+    started = time.perf_counter()
+    for name in abandon_unfinished(settings.runs_dir):
+        console.print(f"[yellow]Run {name} was killed before it finished: its manifest now says abandoned.")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        t = time.perf_counter()
+        console.rule(f"[bold]{name}")
+        out = fn(*args)
+        timings[name] = round(time.perf_counter() - t, 1)
+        return out
+
+    raw = timed("raw data", prepare_raw, settings)
+    timed("dbt build + feast", build_features, settings)
+    run_folder = RunFolder.create(settings.runs_dir, settings.model_dump(mode="json"))
+    run_folder.manifest["raw"] = raw
+    result = score_run(settings, run_folder)
+    for name, stage in run_folder.manifest["stages"].items():
+        timings[name] = stage["seconds"]
+    run_folder.manifest["timings"] = timings
+    run_folder.manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
+    run_folder.promote(settings.runs_dir)
+    prune(settings.runs_dir, settings.keep_runs, protect=settings.runs_dir / "current")
+    summary(settings, run_folder, result, timings)
+    return run_folder.root
+
+
+def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: dict[str, float]) -> None:
+    metrics = result["metrics"]
+    table = Table(title=f"Aisle run {run_folder.run_id} ({settings.source})", show_header=False)
+    table.add_row("users scored", f"{result['users']:,}")
+    table.add_row("items indexed", f"{result['items']:,}")
+    table.add_row("scored as of", str(result["as_of"]))
+    table.add_row(
+        "fine-tuning loss",
+        f"{metrics['loss_first']:.3f} (step 0) -> {metrics['loss_last']:.3f} (step {metrics['steps'] - 1}),"
+        f" {metrics['device']}",
+    )
+    for name, seconds in timings.items():
+        table.add_row(f"time: {name}", f"{seconds:.1f} s")
+    table.add_row("peak memory", f"{peak_rss_mb():,.0f} MB")
+    table.add_row("recommendations", str(settings.published_recommendations))
+    table.add_row("run folder", str(run_folder.root))
+    console.print(table)

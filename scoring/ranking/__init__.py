@@ -1,0 +1,1 @@
+"""The learned ranker over candidates and Feast features."""

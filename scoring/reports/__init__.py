@@ -1,0 +1,1 @@
+"""Reports (`aisle report`): self-contained HTML pages of plots, written under reports/."""

@@ -1,0 +1,95 @@
+"""Text inputs of the two-tower model, read through Feast so training is point-in-time correct.
+
+A training pair is (the user's history just before a purchase, the purchased item). The history comes
+from Feast's `user_history` view joined as of one second before the purchase, so the purchase itself
+and anything after it can never leak into the query.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from scoring.features import feature_store
+from scoring.settings import Settings
+from scoring.warehouse import tables
+
+HISTORY_FEATURE = "user_history:recent_item_ids"
+
+
+def item_texts(settings: Settings) -> pd.DataFrame:
+    """One text per item (title and category), the item tower's input."""
+    items = pd.read_parquet(
+        tables.mart_path(settings, "dim_items"), columns=["item_id", "title", "category"]
+    )
+    category = items["category"].fillna("")
+    items["text"] = np.where(category != "", items["title"] + " (" + category + ")", items["title"])
+    return items[["item_id", "text"]].sort_values("item_id").reset_index(drop=True)
+
+
+def history_queries(histories: pd.Series, titles: dict[str, str]) -> pd.Series:
+    """A user's query text: the titles of the recent items, newest first."""
+    return histories.map(lambda ids: " | ".join(titles[i] for i in ids if i in titles))
+
+
+def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
+    """(query, positive) pairs for every recent purchase of a novel item by a user with a history."""
+    purchases = tables.read(
+        settings,
+        f"""
+        select user_id, item_id, min(ordered_at) as ordered_at
+        from fct_order_lines
+        where user_id is not null
+        group by user_id, item_id, order_id
+        order by ordered_at desc
+        limit {int(settings.max_training_pairs * 2)}
+        """,
+    )
+    entity_df = purchases.assign(event_timestamp=purchases["ordered_at"] - timedelta(seconds=1))
+    joined = feature_store.historical(
+        settings, entity_df[["user_id", "item_id", "event_timestamp"]], [HISTORY_FEATURE]
+    )
+    joined = joined.dropna(subset=["recent_item_ids"])
+    has_history = joined["recent_item_ids"].map(len) > 0
+    novel = [
+        item not in set(hist) for item, hist in zip(joined["item_id"], joined["recent_item_ids"], strict=True)
+    ]
+    joined = joined[has_history & np.array(novel, dtype=bool)]
+    titles = dict(zip(items["item_id"], items["text"], strict=True))
+    pairs = pd.DataFrame(
+        {
+            "user_id": joined["user_id"].to_numpy(),
+            "item_id": joined["item_id"].to_numpy(),
+            "event_timestamp": pd.to_datetime(joined["event_timestamp"], utc=True)
+            .dt.tz_localize(None)
+            .to_numpy(),
+            "query": history_queries(joined["recent_item_ids"], titles).to_numpy(),
+            "positive": joined["item_id"].map(titles).to_numpy(),
+        }
+    ).dropna()
+    pairs = pairs[pairs["query"] != ""]
+    return (
+        pairs.head(settings.max_training_pairs)
+        .sample(frac=1.0, random_state=settings.seed)
+        .reset_index(drop=True)
+    )
+
+
+def scoring_time(settings: Settings) -> pd.Timestamp:
+    """The moment the batch scores as of: just after the last clean purchase, not the wall clock."""
+    latest = tables.read(settings, "select max(ordered_at) as t from fct_order_lines")["t"].iloc[0]
+    return pd.Timestamp(latest) + timedelta(seconds=1)
+
+
+def user_queries(settings: Settings, items: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every active user's latest history and query text as of the scoring time."""
+    users = tables.read(settings, "select distinct user_id from fct_order_lines where user_id is not null")
+    entity_df = users.assign(event_timestamp=as_of)
+    joined = feature_store.historical(settings, entity_df, [HISTORY_FEATURE]).dropna(
+        subset=["recent_item_ids"]
+    )
+    titles = dict(zip(items["item_id"], items["text"], strict=True))
+    joined["query"] = history_queries(joined["recent_item_ids"], titles)
+    return joined[["user_id", "recent_item_ids", "query"]].sort_values("user_id").reset_index(drop=True)

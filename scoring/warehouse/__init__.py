@@ -1,0 +1,2 @@
+"""The warehouse: dbt builds it (dbt.py), the scorer reads it (tables.py), the demo shop's truth grades
+it (quality.py)."""

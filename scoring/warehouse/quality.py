@@ -1,0 +1,157 @@
+"""How well the dbt rules catch the demo shop's known defects: precision and recall per defect class.
+
+Why it exists: the demo generator records every defect it injects (`_truth/defects.parquet`), so the
+quality rules can be scored exactly rather than eyeballed. A quarantine class is caught when the row's
+`source_row_number` is in `fct_quarantine` with the expected rule code; a repair class is caught when
+the item dimension holds the clean title, or a description without the leaked contact. Precision asks
+the reverse: of the rows a rule flagged, how many really had that defect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from scoring.settings import Settings
+from scoring.warehouse import tables
+
+# Injected defect class (and column, for the mixed class) -> the rule code that must catch it.
+QUARANTINE_RULES: dict[tuple[str, str, str | None], str] = {
+    ("events", "duplicate", None): "duplicate_row",
+    ("events", "missing_user", "user_id"): "missing_user_id",
+    ("events", "bad_price", "unit_price"): "non_positive_price",
+    ("events", "quantity_outlier", "quantity"): "quantity_outlier",
+    ("events", "future_timestamp", "event_at"): "future_timestamp",
+    ("events", "orphan_item", "item_id"): "orphan_item_id",
+    ("events", "malformed_value", "quantity"): "malformed_quantity",
+    ("events", "malformed_value", "event_at"): "malformed_timestamp",
+    ("events", "malformed_value", "event_type"): "malformed_event_type",
+    ("users", "duplicate", None): "duplicate_row",
+}
+SCORECARD_COLUMNS = [
+    "table",
+    "defect_class",
+    "column",
+    "rule_code",
+    "injected",
+    "caught",
+    "flagged",
+    "false_flags",
+]
+
+
+def _truth(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    truth_dir = raw_dir / "_truth"
+    return (
+        pd.read_parquet(truth_dir / "defects.parquet"),
+        pd.read_parquet(truth_dir / "clean_titles.parquet"),
+        pd.read_parquet(truth_dir / "clean_descriptions.parquet"),
+    )
+
+
+def _quarantine_rows(truth: pd.DataFrame, flagged: pd.DataFrame) -> list[dict]:
+    """Recall and precision of each quarantine rule against the injected rows it should catch."""
+    rows = []
+    for (table, defect, column), rule in QUARANTINE_RULES.items():
+        injected = truth[(truth.table == table) & (truth.defect_class == defect)]
+        if column is not None:
+            injected = injected[injected.column == column]
+        hits = flagged[(flagged.relation == table) & (flagged.rule_code == rule)]
+        injected_rows = set(injected.row_number)
+        hit_rows = set(hits.source_row_number)
+        rows.append(
+            dict(
+                table=table,
+                defect_class=defect,
+                column=column or "*",
+                rule_code=rule,
+                injected=len(injected_rows),
+                caught=len(injected_rows & hit_rows),
+                flagged=len(hit_rows),
+                false_flags=len(hit_rows - injected_rows),
+            )
+        )
+    return rows
+
+
+def _repair_rows(settings: Settings, truth: pd.DataFrame, titles: pd.DataFrame, descs: pd.DataFrame) -> list:
+    """Repairs: the mart must hold the clean text, and only the damaged rows may be marked repaired."""
+    items = tables.read(
+        settings,
+        "select s.source_row_number, s.item_id, s.title_repaired, s.description_redacted,"
+        " d.title, d.description from staging.stg_shop__items as s"
+        " left join dim_items as d on s.item_id = d.item_id",
+    )
+    by_id = items.set_index("item_id")
+    fixed_titles = titles.join(by_id, on="item_id")
+    fixed_descs = descs.join(by_id, on="item_id")
+    title_ok = fixed_titles.title == fixed_titles.clean_title
+    desc_ok = [
+        isinstance(d, str) and p not in d and d.startswith(c)
+        for d, p, c in zip(
+            fixed_descs.description, fixed_descs.pii_value, fixed_descs.clean_description, strict=True
+        )
+    ]
+    messy = set(truth[(truth.table == "items") & (truth.defect_class == "messy_text")].row_number)
+    leaky = set(truth[(truth.table == "items") & (truth.defect_class == "pii_in_text")].row_number)
+    repaired = set(items[items.title_repaired].source_row_number)
+    redacted = set(items[items.description_redacted].source_row_number)
+    return [
+        dict(
+            table="items",
+            defect_class="messy_text",
+            column="title",
+            rule_code="messy_text",
+            injected=len(messy),
+            caught=int(title_ok.sum()),
+            flagged=len(repaired),
+            false_flags=len(repaired - messy),
+        ),
+        dict(
+            table="items",
+            defect_class="pii_in_text",
+            column="description",
+            rule_code="pii_in_text",
+            injected=len(leaky),
+            caught=int(sum(desc_ok)),
+            flagged=len(redacted),
+            false_flags=len(redacted - leaky),
+        ),
+    ]
+
+
+def defect_scorecard(settings: Settings) -> pd.DataFrame:
+    """One row per defect class: injected, caught, flagged, precision and recall (1.0 is the target).
+
+    Also one `clean rows` row per table: how many rows without any injected defect were quarantined
+    anyway (its precision is 1.0 only when none were).
+    """
+    truth, titles, descs = _truth(settings.resolved_raw_path)
+    flagged = tables.read(
+        settings,
+        "select q.relation, q.source_row_number, r.rule_code from fct_quarantine_rules as r"
+        " inner join fct_quarantine as q on r.row_key = q.row_key",
+    )
+    rows = _quarantine_rows(truth, flagged)
+    rows += _repair_rows(settings, truth, titles, descs)
+    quarantined = tables.read(settings, "select relation, source_row_number from fct_quarantine")
+    for table in ("events", "items", "users"):
+        defective = set(truth[(truth.table == table) & (truth.expected == "quarantine")].row_number)
+        held = set(quarantined[quarantined.relation == table].source_row_number)
+        rows.append(
+            dict(
+                table=table,
+                defect_class="(clean rows)",
+                column="*",
+                rule_code="any",
+                injected=len(defective),
+                caught=len(defective & held),
+                flagged=len(held),
+                false_flags=len(held - defective),
+            )
+        )
+    card = pd.DataFrame(rows, columns=SCORECARD_COLUMNS)
+    card["recall"] = (card.caught / card.injected).where(card.injected > 0, 1.0)
+    card["precision"] = ((card.flagged - card.false_flags) / card.flagged).where(card.flagged > 0, 1.0)
+    return card
