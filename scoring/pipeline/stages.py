@@ -205,4 +205,10 @@ def rerun(run_dir: Path, name: str) -> dict:
         raise AisleError(f"no stage {name!r}: the stages are {', '.join(STAGES)}")
     run = RunFolder.open(run_dir)
     recorded = {key: value for key, value in run.manifest["settings"].items() if key != "serve_token"}
-    return run_stage(Settings(**recorded), run, name)
+    try:
+        return run_stage(Settings(**recorded), run, name)
+    except FileNotFoundError as error:
+        raise AisleError(
+            f"stage {name} reads {error.filename}, which this run folder lacks: rerun the stage that "
+            f"writes it first (the stages, in order: {', '.join(STAGES)})"
+        ) from None
