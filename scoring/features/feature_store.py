@@ -75,9 +75,9 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
     )
 
 
-def online_table(settings: Settings, view: str) -> str:
+def online_table(fs: FeatureStore, view: str) -> str:
     """The SQLite table Feast keeps a feature view's online rows in."""
-    return f"{store(settings).project}_{view}"
+    return f"{fs.project}_{view}"
 
 
 def _tables(con: sqlite3.Connection, schema: str) -> dict[str, list[str]]:

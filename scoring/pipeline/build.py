@@ -25,7 +25,9 @@ def build_features(settings: Settings) -> Path:
     dbt.run(staged, "build")
     feature_store.apply(staged)
     feature_store.materialize(staged)
-    recommendations = feature_store.online_table(staged, feature_store.RECOMMENDATIONS_VIEW)
+    recommendations = feature_store.online_table(
+        feature_store.store(staged), feature_store.RECOMMENDATIONS_VIEW
+    )
     feature_store.swap_online_tables(
         settings.online_store_path, staged.online_store_path, keep=frozenset({recommendations})
     )

@@ -61,9 +61,10 @@ def publish(
         con.commit()
     live = settings.online_store_path
     scratch = scratch_dir / "online_store.db"
-    table = feature_store.online_table(settings, feature_store.RECOMMENDATIONS_VIEW)
+    fs = feature_store.store(settings, scratch)
+    table = feature_store.online_table(fs, feature_store.RECOMMENDATIONS_VIEW)
     feature_store.prepare_scratch(live, scratch, {table})
-    feature_store.store(settings, scratch).write_to_online_store(feature_store.RECOMMENDATIONS_VIEW, lists)
+    fs.write_to_online_store(feature_store.RECOMMENDATIONS_VIEW, lists)
     feature_store.swap_online_tables(live, scratch, replace={table})
     scratch.unlink()
     return {

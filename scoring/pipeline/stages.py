@@ -94,7 +94,7 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
         als_iterations=settings.als_iterations,
         popular_days=settings.popular_window_days,
     )
-    counts = {}
+    frames = {}
     for users_file, at, out in (
         ("users", as_of, "candidates"),
         ("users_label", label_start, "candidates_label"),
@@ -103,13 +103,13 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
         queries = cand.Queries(users["user_id"].to_numpy(), np.load(run.path(f"{users_file}_embeddings.npy")))
         frame = cand.generate(lines, queries, catalogue, at, budget)
         frame.to_parquet(run.path(f"{out}.parquet"), index=False)
-        counts[out] = frame
-    candidates = counts["candidates"]
+        frames[out] = frame
+    candidates = frames["candidates"]
     return {
         "rows": len(candidates),
         "per_user": round(len(candidates) / max(1, candidates["user_id"].nunique()), 1),
         "by_source": candidates["source"].value_counts().to_dict(),
-        "label_rows": len(counts["candidates_label"]),
+        "label_rows": len(frames["candidates_label"]),
     }
 
 
