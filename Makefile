@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install browser score test test-fast features serve evaluate report bench lint clean
+.PHONY: install browser score test test-fast features serve evaluate evaluate-search report bench lint clean
 
 install: $(STAMP)
 
@@ -43,14 +43,20 @@ features: install
 evaluate: install
 	$(PY) -m scoring evaluate
 
+# Search on the real Home Depot judgments (../shared/datasets): Aisle against BM25, zero-shot MiniLM and their
+# fusion; writes reports/search_evaluation.json and .html (scoring/evaluation/search.py).
+evaluate-search: install
+	$(PY) -m scoring evaluate-search
+
 report: install
 	$(PY) -m scoring report
 
 bench: install
 	$(PY) -m scoring bench
 
-# Feast's HTTP feature server (POST /get-online-features) on feast_host:feast_port from the settings,
-# read-only unless AISLE_SERVE_TOKEN is set (scoring/serving/server.py).
+# Feast's HTTP feature server (POST /get-online-features) and Aisle's search (POST /search) on one port,
+# feast_host:feast_port from the settings, one worker per core, read-only unless AISLE_SERVE_TOKEN is set
+# (scoring/serving/server.py).
 serve: install
 	$(PY) -m scoring serve
 

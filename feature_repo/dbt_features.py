@@ -30,6 +30,7 @@ def manifest_path() -> Path:
     """The manifest of the build being applied: each build has its own dbt target folder."""
     return Path(os.environ.get("AISLE_DBT_TARGET", DATA_DIR / "live" / "target")) / "manifest.json"
 
+
 # dbt contract data_type -> Feast type, and the Arrow type DuckDB writes into the mart's Parquet for it.
 # Anything else is an error, so a type never drifts silently between the SQL, the file and Feast.
 DBT_TO_FEAST: dict[str, FeastType] = {

@@ -1,8 +1,8 @@
-"""Aisle's Feast repository: entities, the feature views dbt documents, recommendations, services.
+"""Aisle's Feast repository: entities, the feature views dbt documents, recommendations, search, services.
 
 Entity -> source -> FeatureView -> versioned FeatureService, as in Feast's `local` template. The views
-over dbt marts are generated from the dbt manifest (dbt_features.py); only the view the scorer
-writes, user_recommendations, is defined here.
+over dbt marts are generated from the dbt manifest (dbt_features.py); only the views the scorer
+writes, user_recommendations and search_results, are defined here.
 """
 
 from __future__ import annotations
@@ -29,13 +29,23 @@ item = Entity(
     value_type=ValueType.STRING,
     description="A catalogue item (a stock code in Online Retail).",
 )
+query = Entity(
+    name="query",
+    join_keys=["query"],
+    value_type=ValueType.STRING,
+    description="A search query in its normal form (dbt's normalise_query): folded, lower case, markup "
+    "stripped, PII redacted, whitespace collapsed.",
+)
 
-_views = feature_models_to_views({"user_id": user, "item_id": item})
+_views = feature_models_to_views({"user_id": user, "item_id": item, "query": query})
 user_stats: FeatureView = _views["user_stats"]
 item_stats: FeatureView = _views["item_stats"]
 user_item_stats: FeatureView = _views["user_item_stats"]
 item_text: FeatureView = _views["item_text"]
 user_history: FeatureView = _views["user_history"]
+query_stats: FeatureView = _views["query_stats"]
+item_search_stats: FeatureView = _views["item_search_stats"]
+query_item_stats: FeatureView = _views["query_item_stats"]
 
 _published = (
     Path(os.environ.get("AISLE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")) / "published"
@@ -67,6 +77,35 @@ user_recommendations = FeatureView(
     tags={"producer": "scoring", "team": "recsys"},
 )
 
+# The scorer publishes it like user_recommendations (an absent file is fine until the first run: Feast
+# reads the source only when the view is queried offline, and the online rows are written by publishing).
+search_results = FeatureView(
+    name="search_results",
+    entities=[query],
+    ttl=timedelta(days=0),
+    schema=[
+        Field(name="item_ids", dtype=Array(String), description="The head query's result items, best first."),
+        Field(name="scores", dtype=Array(Float32), description="Search ranker score of each result item."),
+        Field(
+            name="reasons",
+            dtype=Array(String),
+            description="Why each item matched: lexical, semantic, popular, bought_before (comma-separated "
+            "when several).",
+        ),
+        Field(name="run_id", dtype=String, description="The scoring run that published the results."),
+    ],
+    source=FileSource(
+        name="search_results_source",
+        path=str(_published / "search_results.parquet"),
+        timestamp_field="event_timestamp",
+        description="Written by `make score` (its search stage), one row per head query and run.",
+    ),
+    online=True,
+    description="Precomputed results of the head queries, as the last successful run published them.",
+    owner=OWNER,
+    tags={"producer": "scoring", "team": "recsys"},
+)
+
 ranking_v1 = FeatureService(
     name="ranking_v1",
     features=[user_stats, item_stats, user_item_stats],
@@ -89,4 +128,21 @@ item_text_v1 = FeatureService(
     description="Clean title, category and attributes of an item, for display and text models.",
     owner=OWNER,
     tags={"version": "1", "consumer": "search"},
+)
+
+search_ranking_v1 = FeatureService(
+    name="search_ranking_v1",
+    features=[query_stats, query_item_stats, item_search_stats, user_stats, item_stats],
+    description="Features the search ranker reads for a (query, item) pair, and for a known shopper: query "
+    "volume and engagement, query x item clicks, the item's search engagement, user RFM, item popularity.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "search ranker"},
+)
+
+search_results_v1 = FeatureService(
+    name="search_results_v1",
+    features=[search_results],
+    description="A head query's published results with scores and why each item matched.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "storefront search"},
 )

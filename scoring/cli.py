@@ -18,7 +18,7 @@ from scoring.errors import AisleError
 from scoring.settings import Settings
 
 # Subcommands that hand their own options to the job's entry point.
-PASSED_ON = {"evaluate", "report", "bench"}
+PASSED_ON = {"evaluate", "evaluate-search", "report", "bench"}
 
 
 def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
@@ -43,6 +43,10 @@ def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
             print(rerun(args.run_dir, args.name))
     elif command == "evaluate":
         from scoring.evaluation.cli import main
+
+        main(rest)
+    elif command == "evaluate-search":
+        from scoring.evaluation.search import main
 
         main(rest)
     elif command == "report":
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     stage.add_argument("name", help="a stage of scoring/pipeline/stages.py, e.g. rank")
     stage.add_argument("run_dir", type=Path)
     commands.add_parser("evaluate", help="offline evaluation (make evaluate)", add_help=False)
+    commands.add_parser(
+        "evaluate-search", help="search evaluation on Home Depot (make evaluate-search)", add_help=False
+    )
     commands.add_parser("report", help="the data-quality report (make report)", add_help=False)
     commands.add_parser("bench", help="speed and memory benchmarks (make bench)", add_help=False)
     commands.add_parser("env", help="print the environment for running dbt/feast by hand (eval it)")

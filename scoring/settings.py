@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         8, description="How many past purchases form a user's history (dbt's fct_user_histories)."
     )
     max_training_pairs: int = 50_000
+    finetune_search_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of each fine-tuning batch drawn from search pairs (query -> acted-on item) when "
+        "the run has any; the rest are recommendation pairs (history -> next item).",
+    )
+    finetune_holdout_pairs: int = Field(
+        200,
+        ge=0,
+        description="Pairs per task held out of fine-tuning (at most a fifth of the task's pairs) to measure "
+        "recall@10 over all the pairs' items, zero-shot and fine-tuned.",
+    )
     embed_batch_size: int = 128
 
     # --- retrieval and ranking ----------------------------------------------------------------
@@ -111,6 +124,92 @@ class Settings(BaseSettings):
     )
     seed: int = 13
 
+    # --- search: lexical, hybrid retrieval, learned ranking (retrieval/lexical.py, hybrid.py) ----------
+    # Search-log governance: dbt's int_searches_checked reads these from the environment `environ()` exports.
+    max_query_chars: int = Field(
+        512, ge=1, description="A query longer than this (trimmed, as typed) is quarantined as oversized."
+    )
+    bot_searches_per_day: int = Field(
+        200,
+        ge=1,
+        description="A user with more distinct searches than this in one day is a bot: every search row of "
+        "that user and day is quarantined (bot_traffic).",
+    )
+    search_pool: int = Field(100, ge=1, description="Candidates each retriever (BM25, FAISS) adds per query.")
+    search_rrf_k: int = Field(
+        60, ge=1, description="Reciprocal-rank fusion constant: a rank r counts 1 / (search_rrf_k + r)."
+    )
+    search_lexical_weight: float = Field(1.0, ge=0, description="Weight of the BM25 rank in the fusion.")
+    search_dense_weight: float = Field(1.0, ge=0, description="Weight of the FAISS rank in the fusion.")
+    search_bm25_k1: float = Field(1.2, description="BM25 term-frequency saturation (bm25s).")
+    search_bm25_b: float = Field(0.75, description="BM25 length normalisation (bm25s).")
+    search_typo_tolerant: bool = Field(True, description="Correct unknown query words with symspellpy.")
+    search_typo_max_edit_distance: int = Field(
+        2, ge=0, description="Most edits a correction may make (one below 6 letters)."
+    )
+    search_typo_min_length: int = Field(4, ge=1, description="Shorter query words are never corrected.")
+    search_typo_distance_penalty: float = Field(
+        4.0, description="Log-frequency a correction must gain per extra edit (picks 'handle' over 'hansel')."
+    )
+    search_ranker_learning_rate: float = 0.05
+    search_ranker_num_leaves: int = 15
+    search_ranker_min_data_in_leaf: int = 20
+    search_ranker_rounds: int = Field(300, description="LightGBM boosting rounds of the search ranker.")
+    # The scoring run's search stages (scoring/search/stages.py) and the engine (scoring/search/engine.py).
+    search_label_window_days: int = Field(
+        60, ge=1, description="The search ranker learns from the searches of this many days before scoring."
+    )
+    search_max_train_searches: int = Field(
+        4000, ge=1, description="Most labelled searches (the latest) the search ranker learns from."
+    )
+    search_holdout_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="The window's latest share of searches, held out to compare the ranker with and "
+        "without user features.",
+    )
+    search_head_share: float = Field(
+        0.8, gt=0, le=1, description="Head queries: the most frequent ones, making up this share of traffic."
+    )
+    search_head_window_days: int = Field(30, ge=1, description="Head queries are counted over these days.")
+    search_head_max_queries: int = Field(5000, ge=1, description="Most head queries precomputed per run.")
+    search_head_k: int = Field(
+        100, ge=1, description="Results published per head query; a request for more is answered live."
+    )
+    search_popular_share: float = Field(
+        0.1, ge=0, le=1, description="Items in this top share by 30-day units sold get the reason `popular`."
+    )
+    # Live search (POST /search, scoring/serving/search_route.py).
+    search_max_k: int = Field(100, ge=1, description="Most results one POST /search may ask for (`k`).")
+    search_reload_interval_s: float = Field(
+        1.0, gt=0, description="How often each server worker checks for a newly published run to load."
+    )
+    # Evaluation profile of `make evaluate-search` (Home Depot, scoring/evaluation/search.py).
+    search_evaluation_test_share: float = Field(
+        0.2, gt=0, lt=1, description="Share of search terms held out for testing (by a hash of the term)."
+    )
+    search_evaluation_ranker_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Share of the training terms kept out of fine-tuning to train the ranker on "
+        "dense scores it has not memorised.",
+    )
+    search_evaluation_finetune_steps: int = Field(
+        300, ge=0, description="Fine-tuning steps of the search evaluation (query -> title pairs)."
+    )
+    search_evaluation_finetune_batch_size: int = Field(
+        64, ge=2, description="Queries per fine-tuning step of the search evaluation (full softmax)."
+    )
+    search_evaluation_learning_rate: float = Field(
+        5e-5, description="Learning rate of the search evaluation's query-tower fine-tuning."
+    )
+    search_evaluation_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the terms.")
+    search_evaluation_cache_dir: Path | None = Field(
+        None, description="Where zero-shot item embeddings of the evaluation are cached (outside the repo)."
+    )
+
     # --- serving ------------------------------------------------------------------------------
     feast_host: str = Field(
         "127.0.0.1", description="Interface the feature server binds (loopback by default)."
@@ -124,6 +223,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_000_000, ge=1024, description="Largest request body the server accepts.")
     max_entities_per_request: int = Field(
         1_000, ge=1, description="Most entity rows one online lookup may ask for."
+    )
+    serve_workers: int = Field(
+        0, ge=0, description="Server worker processes; 0 means one per CPU core this process may use."
+    )
+    serve_torch_threads: int = Field(
+        1, ge=1, description="Torch threads per server worker (query encoding); workers give the parallelism."
     )
 
     # A build folder being built beside the live one (see `for_build`); None means the live workspace.
@@ -237,6 +342,8 @@ class Settings(BaseSettings):
             "AISLE_MAX_PRICE_RATIO": str(self.max_price_ratio),
             "AISLE_SESSION_TIMEOUT_MINUTES": str(self.session_timeout_minutes),
             "AISLE_FRESHNESS_MAX_DAYS": str(self.freshness_max_days),
+            "AISLE_MAX_QUERY_CHARS": str(self.max_query_chars),
+            "AISLE_BOT_SEARCHES_PER_DAY": str(self.bot_searches_per_day),
             "DBT_PROFILES_DIR": str(DBT_DIR),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1" if not self.model_name else "0"),
             "TOKENIZERS_PARALLELISM": "false",

@@ -27,9 +27,11 @@ FILES = (
     "events.parquet",
     "items.parquet",
     "users.parquet",
+    "searches.parquet",
     "_truth/defects.parquet",
     "_truth/clean_titles.parquet",
     "_truth/clean_descriptions.parquet",
+    "_truth/clean_queries.parquet",
     "_truth/summary.json",
 )
 EVENT_TYPES = {"view", "cart", "purchase", "return"}
@@ -81,7 +83,7 @@ def test_same_arguments_give_identical_bytes_and_old_files_are_overwritten(tmp_p
 def test_a_different_seed_gives_a_different_shop(tmp_path: Path) -> None:
     generate(tmp_path / "a", n_users=150, n_items=60, days=60, seed=3)
     generate(tmp_path / "b", n_users=150, n_items=60, days=60, seed=4)
-    for name in ("events.parquet", "items.parquet", "users.parquet"):
+    for name in ("events.parquet", "items.parquet", "users.parquet", "searches.parquet"):
         assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes(), name
 
 

@@ -73,8 +73,9 @@ def test_training_pairs_never_see_the_purchase_they_predict(scored_workspace) ->
     settings, run_dir = scored_workspace
     pairs = pd.read_parquet(run_dir / "pairs.parquet")
     histories = pd.read_parquet(tables.mart_path(settings, "fct_user_histories"))
-    # The history joined for each pair is the latest snapshot strictly before the purchase.
-    sample = pairs.head(50)
+    # The history joined for each recommendation pair is the latest snapshot strictly before the purchase.
+    sample = pairs[pairs["task"] == "recommend"].head(50)
+    assert len(sample) > 0
     for row in sample.itertuples():
         before = histories[
             (histories.user_id == row.user_id) & (histories.event_timestamp <= row.event_timestamp)

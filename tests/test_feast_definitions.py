@@ -22,10 +22,20 @@ from scoring.settings import FEATURE_REPO, Settings
 sys.path.insert(0, str(FEATURE_REPO))
 import dbt_features  # noqa: E402  (lives in the Feast repo, which Feast itself imports by path)
 
-EXPECTED_VIEWS = {"user_stats", "item_stats", "user_item_stats", "item_text", "user_history"}
+EXPECTED_VIEWS = {
+    "user_stats",
+    "item_stats",
+    "user_item_stats",
+    "item_text",
+    "user_history",
+    "query_stats",
+    "item_search_stats",
+    "query_item_stats",
+}
 ENTITIES = {
     "user_id": Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING),
     "item_id": Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING),
+    "query": Entity(name="query", join_keys=["query"], value_type=ValueType.STRING),
 }
 
 
@@ -94,12 +104,32 @@ def test_every_feature_has_a_description_an_owner_and_the_dbt_type(
 
 def test_services_are_versioned_and_owned(workspace: Settings) -> None:
     services = {service.name: service for service in feature_store.store(workspace).list_feature_services()}
-    assert {"ranking_v1", "recommendations_v1"} <= set(services)
+    assert {"ranking_v1", "recommendations_v1", "search_ranking_v1", "search_results_v1"} <= set(services)
     for service in services.values():
         assert service.owner and service.description
         assert service.tags["version"] == service.name.rsplit("_v", 1)[1]
     ranking = {projection.name for projection in services["ranking_v1"].feature_view_projections}
     assert ranking == {"user_stats", "item_stats", "user_item_stats"}
+    search = {projection.name for projection in services["search_ranking_v1"].feature_view_projections}
+    assert search == {"query_stats", "query_item_stats", "item_search_stats", "user_stats", "item_stats"}
+    results = {projection.name for projection in services["search_results_v1"].feature_view_projections}
+    assert results == {"search_results"}
+
+
+def test_search_views_are_keyed_by_the_normalised_query(workspace: Settings, applied_views: list) -> None:
+    """The `query` entity joins the search views; search_results is the scorer's, over its published file,
+    and is applied (and left to publishing, not materialized) before any run has written that file."""
+    fs = feature_store.store(workspace)
+    assert fs.get_entity("query").join_key == "query"
+    by_name = {view.name: view for view in applied_views}
+    assert by_name["query_stats"].entities == ["query"]
+    assert sorted(by_name["query_item_stats"].entities) == ["item", "query"]
+    assert by_name["item_search_stats"].entities == ["item"]
+    results = by_name["search_results"]
+    assert results.entities == ["query"]
+    assert {field.name for field in results.features} == {"item_ids", "scores", "reasons", "run_id"}
+    assert results.batch_source.path == str(workspace.published_dir / "search_results.parquet")
+    assert "search_results" in feature_store.PUBLISHED_VIEWS
 
 
 def test_marts_hold_the_documented_types(manifest: dict[str, Any], workspace: Settings) -> None:

@@ -320,7 +320,7 @@ BAD_REQUESTS = {
         b'{"feature_service": "ranking_v1", "entities": {"user_id": ["U000001"]}}',
         _JSON,
         422,
-        "Missing join key values for keys: ['item_id', 'user_id']",
+        "Missing join key values for keys: ['item_id', 'query', 'user_id']",
     ),
     "entity lists of different lengths": (
         "POST",
@@ -389,8 +389,16 @@ BAD_REQUESTS = {
     ),
     "materialize with an empty body": ("POST", "/materialize", b"{}", _JSON, 403, "read-only"),
     "lookup with GET": ("GET", "/get-online-features", b"", {}, 405, "GET is not allowed"),
+    # Feast's vector search body: Aisle's product search replaced Feast's /search (test_search_serving.py).
+    "vector search": (
+        "POST",
+        "/search",
+        b'{"features": ["item_text:title"], "query": [0.1, 0.2], "top_k": 3}',
+        _JSON,
+        422,
+        'unknown field "features"',
+    ),
     # Feast serves these, Aisle's allow-list does not.
-    "vector search": ("POST", "/search", b"{}", _JSON, 404, "no route /search"),
     "documents": ("POST", "/retrieve-online-documents", b"{}", _JSON, 404, "no route"),
     "chat page": ("GET", "/chat", b"", {}, 404, "no route /chat"),
     "openapi schema": ("GET", "/openapi.json", b"", {}, 404, "no route"),

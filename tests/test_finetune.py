@@ -1,9 +1,12 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.training.finetune import finetune, load_model
+from scoring.settings import Settings
+from scoring.training import training_data
+from scoring.training.finetune import _batch_plan, _tasks, finetune, load_model, recall_at_k
 from tests.conftest import tiny_settings
 
 pytestmark = pytest.mark.integration  # loads the real model, fine-tunes it and saves a checkpoint
@@ -28,3 +31,110 @@ def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tm
     assert saved["loss_first"] == metrics["loss_first"]
     model = load_model(str(tmp_path / "model"), "cpu", 32)
     assert model.encode(["red mug"]).shape == (1, 384)
+
+
+def _joint_pairs() -> pd.DataFrame:
+    """Both tasks over one small catalogue: histories of one colour lead to that colour; searches name the
+    item in a shop's shorthand ("re-tray" for the red tray)."""
+    colours = ["red", "blue", "green", "yellow", "black", "white", "pink", "grey"]
+    things = ["mug", "lamp", "cushion", "vase", "candle", "tray"]
+    recommend = [
+        {"query": f"{c} {a} | {c} {b}", "positive": f"{c} {t}", "item_id": f"{c}-{t}", "task": "recommend"}
+        for c in colours
+        for a, b, t in zip(things, things[1:] + things[:1], things[2:] + things[:2], strict=True)
+    ]
+    search = [
+        {"query": f"{c[:2]}-{t}", "positive": f"{c} {t}", "item_id": f"{c}-{t}", "task": "search"}
+        for c in colours
+        for t in things
+        for _ in range(2)
+    ]
+    return pd.DataFrame(recommend + search)
+
+
+def test_joint_fine_tuning_mixes_both_tasks_and_reports_each_before_and_after(tmp_path) -> None:
+    pairs = _joint_pairs()
+    settings = tiny_settings(
+        tmp_path, finetune_steps=4, finetune_batch_size=8, learning_rate=1e-4, finetune_holdout_pairs=8
+    )
+    metrics = finetune(pairs, settings, tmp_path / "model", log_every=1)
+    assert metrics["pairs"] == 144 and metrics["pairs_by_task"] == {"recommend": 48, "search": 96}
+    assert metrics["batch_by_task"] == {"recommend": 4, "search": 4}
+    held = metrics["held_out"]
+    print(f"\nheld-out recall@10, zero-shot and fine-tuned: {held}")
+    assert set(held) == {"recommend", "search"}
+    for task, record in held.items():
+        assert record["pairs"] == 8 and record["candidates"] == 48, task
+        for when in ("zero_shot", "fine_tuned"):
+            assert 0 <= record[f"recall_at_10_{when}"] <= 1, (task, when)
+    # Colour is what the histories teach; four mixed steps learn it.
+    assert held["recommend"]["recall_at_10_fine_tuned"] >= held["recommend"]["recall_at_10_zero_shot"] + 0.25
+    saved = json.loads((tmp_path / "model" / "finetune_metrics.json").read_text())
+    assert saved["held_out"] == held and saved["pairs_by_task"] == metrics["pairs_by_task"]
+
+
+def test_recall_at_10_finds_matching_texts_and_misses_scrambled_ones(tmp_path) -> None:
+    """The held-out measure itself: a query that is its item's text is found; a query for another item's
+    text mostly is not."""
+    settings = tiny_settings(tmp_path)
+    model = load_model(settings.resolved_model_name, "cpu", 32)
+    pairs = _joint_pairs()
+    catalogue = pairs.drop_duplicates("item_id")[["item_id", "positive"]].reset_index(drop=True)
+    exact = catalogue.assign(query=catalogue["positive"])
+    assert recall_at_k(model, exact, catalogue, 64, k=1) == 1.0
+    scrambled = exact.assign(item_id=np.roll(exact["item_id"].to_numpy(), 7))
+    assert recall_at_k(model, scrambled, catalogue, 64, k=10) < 0.5
+
+
+def test_each_batch_holds_the_search_share() -> None:
+    task = _joint_pairs()["task"]
+    plan = {
+        share: _batch_plan(task, Settings(finetune_search_share=share), 32) for share in (0, 0.01, 0.25, 1)
+    }
+    assert plan == {
+        0: {"recommend": 32},
+        0.01: {"recommend": 31, "search": 1},
+        0.25: {"recommend": 24, "search": 8},
+        1: {"search": 32},
+    }
+    recommend_only = task[task == "recommend"]
+    assert _batch_plan(recommend_only, Settings(), 32) == {"recommend": 32}
+    assert set(_tasks(pd.DataFrame({"query": ["a"]}))) == {"recommend"}, "old pairs without a task"
+
+
+def test_the_demo_shops_pairs_hold_both_tasks_and_fine_tune_together(workspace, tmp_path) -> None:
+    """Search pairs come from the governed log (normalised, PII-free, no bot, before the scoring time), one
+    per search and item; a real run of a few steps on the joint pairs reports both tasks."""
+    items = training_data.item_texts(workspace)
+    as_of = training_data.scoring_time(workspace)
+    pairs = training_data.joint_pairs(workspace, items, as_of)
+    assert list(pairs.columns) == training_data.PAIR_COLUMNS
+    assert set(pairs["task"]) == {"recommend", "search"}
+    assert pairs["task"].is_monotonic_increasing, "recommendation pairs first, then search pairs"
+    search = pairs[pairs["task"] == "search"]
+    assert len(search) >= 200
+    assert (pd.to_datetime(search["event_timestamp"]) < as_of).all()
+    assert (search["query"] == search["query"].str.lower().str.split().str.join(" ")).all()
+    assert not search["query"].str.contains(r"@|\+44|<|'").any(), "raw PII or markup reached a pair"
+    texts = dict(zip(items["item_id"], items["text"], strict=True))
+    assert (search["positive"] == search["item_id"].map(texts)).all()
+    raw = pd.read_parquet(workspace.resolved_raw_path / "searches.parquet")
+    bot = raw["user_id"].value_counts().index[0]  # the bot issues more searches than anyone
+    assert not search["user_id"].eq(bot).any(), "the bot's quarantined searches never train the model"
+    assert search["item_id"].isin(items["item_id"]).all()
+
+    settings = workspace.model_copy(
+        update={"finetune_steps": 2, "finetune_batch_size": 8, "finetune_holdout_pairs": 20}
+    )
+    metrics = finetune(pairs, settings, tmp_path / "model")
+    print(f"\ndemo shop, held-out recall@10: {metrics['held_out']}")
+    assert metrics["batch_by_task"] == {"recommend": 4, "search": 4}
+    assert {t: r["pairs"] for t, r in metrics["held_out"].items()} == {"recommend": 20, "search": 20}
+
+
+def test_a_workspace_without_a_search_log_gives_no_search_pairs(tmp_path) -> None:
+    """Online Retail and events-only folders have no fct_searches: the pairs are recommendation only."""
+    settings = tiny_settings(tmp_path)
+    items = pd.DataFrame({"item_id": ["I1"], "text": ["Red Mug (Kitchen)"]})
+    pairs = training_data.search_pairs(settings, items, pd.Timestamp("2026-10-31"))
+    assert pairs.empty and list(pairs.columns) == training_data.PAIR_COLUMNS

@@ -59,7 +59,7 @@ def test_every_defect_class_is_caught_exactly(workspace: Settings) -> None:
 
 def test_row_conservation_holds_per_relation(workspace: Settings) -> None:
     conservation = tables.read(workspace, "select * from fct_row_conservation order by relation")
-    assert list(conservation.relation) == ["events", "items", "users"]
+    assert list(conservation.relation) == ["events", "items", "searches", "users"]
     assert conservation.is_balanced.all()
     assert (conservation.raw_rows == conservation.clean_rows + conservation.quarantined_rows).all()
 

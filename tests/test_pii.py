@@ -70,8 +70,8 @@ def _leaky_folder(root: Path) -> tuple[Path, dict[str, str]]:
     """The tiny demo shop as canonical CSV files, with PII in every text and id column on some rows.
     Returns the folder and the raw user ids that became PII (old id -> PII id)."""
     demo_shop.generate(root / "demo", n_users=150, n_items=60, days=90, seed=42, defect_rate=0.02)
-    events, items, users = (
-        pd.read_parquet(root / "demo" / f"{t}.parquet") for t in ("events", "items", "users")
+    events, items, users, searches = (
+        pd.read_parquet(root / "demo" / f"{t}.parquet") for t in ("events", "items", "users", "searches")
     )
 
     # Ids: the most active buyers become e-mail addresses or phone numbers, in events and users alike;
@@ -81,9 +81,9 @@ def _leaky_folder(root: Path) -> tuple[Path, dict[str, str]]:
     item_ids = dict(zip(items.item_id[:2], ["returns@nordvik.example.com", "0161 496 0001"], strict=True))
     orders = events.order_id.dropna().unique()[:5]
     order_ids = {old: f"order-{k}@checkout.example.com" for k, old in enumerate(orders)}
-    for frame in (events, users):
+    for frame in (events, users, searches):
         frame["user_id"] = frame.user_id.replace(user_ids)
-    for frame in (events, items):
+    for frame in (events, items, searches):
         frame["item_id"] = frame.item_id.replace(item_ids)
     events["order_id"] = events.order_id.replace(order_ids)
 
@@ -108,10 +108,18 @@ def _leaky_folder(root: Path) -> tuple[Path, dict[str, str]]:
     leak(users, "full_name", range(0, 3), "{old} <name{k}@example.net>")
     leak(users, "country", range(3, 8), "{old} 020 7946 0{k:03d}")
     leak(users, "signed_up_at", range(8, 10), "since{k}@example.com")
+    # The search log: typed into the box (kept, redacted), and in every other column.
+    leak(searches, "query", range(0, 300, 30), "{old} mail me at buyer{k}@example.com")
+    leak(searches, "query", range(15, 315, 30), "call +44 7700 900{k:03d} about {old}")
+    leak(searches, "search_id", range(1, 3), "s{k}@search.example.com")
+    leak(searches, "searched_at", range(3, 5), "+44 20 7946 0{k:03d}")
+    leak(searches, "action", range(5, 7), "click, mail c{k}@d.example.com")
+    leak(searches, "position", range(7, 9), "0161 496 0{k:03d}")
+    leak(searches, "item_id", range(9, 11), "returns{k}@nordvik.example.com")
 
     folder = root / "raw"
     folder.mkdir()
-    for name, frame in (("events", events), ("items", items), ("users", users)):
+    for name, frame in (("events", events), ("items", items), ("users", users), ("searches", searches)):
         frame.to_csv(folder / f"{name}.csv", index=False)
         leaked = {
             c: int(frame[c].astype(str).map(lambda v: bool(PII.search(v))).sum()) for c in frame.columns
@@ -242,7 +250,7 @@ def test_the_raw_folder_really_holds_pii(leaky_run: tuple[Settings, dict[str, st
     hits: list[str] = []
     for path in sorted(Path(settings.raw_path).glob("*.csv")):
         _scan_bytes(path, f"raw {path.name}", scanned, hits)
-    assert len(hits) == 3, hits
+    assert len(hits) == 4, hits
 
 
 def test_no_relation_of_the_run_holds_pii(leaky_run: tuple[Settings, dict[str, str]]) -> None:
@@ -259,6 +267,11 @@ def test_no_relation_of_the_run_holds_pii(leaky_run: tuple[Settings, dict[str, s
         "warehouse intermediate.int_events_checked",
         "warehouse intermediate.int_sessions",
         "warehouse main.fct_quarantine ",
+        "warehouse staging.stg_shop__searches",
+        "warehouse intermediate.int_searches_checked",
+        "fct_searches.parquet",
+        "fct_query_stats.parquet",
+        "fct_query_item_stats.parquet",
         "warehouse main.fct_order_lines",
         "warehouse main.fct_sessions",
         "recommendations.parquet",

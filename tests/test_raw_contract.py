@@ -19,6 +19,8 @@ from tests.conftest import tiny_settings
 
 EVENTS_HEADER = b"user_id,item_id,event_type,event_at,quantity,unit_price,order_id,country\n"
 EVENT = b"U1,I1,purchase,2026-01-01 10:00:00,1,4.95,O1,France\n"
+SEARCHES_HEADER = b"search_id,user_id,query,searched_at,item_id,action,position\n"
+SEARCH = b"S1,,red mug,2026-01-01 09:59:50,I1,click,2\n"
 
 
 def _write(folder: Path, drop: str | None = None) -> None:
@@ -35,7 +37,7 @@ def _files(folder: Path, fmt: str = "csv") -> Settings:
 def test_a_complete_folder_passes(tmp_path: Path) -> None:
     _write(tmp_path / "raw")
     found = raw_contract.check(_files(tmp_path / "raw"))
-    assert set(found) == {"events", "items", "users"}
+    assert set(found) == {"events", "items", "users", "searches"}
 
 
 def test_an_events_only_folder_without_optional_columns_passes(tmp_path: Path) -> None:
@@ -159,6 +161,31 @@ BAD_FILES = [
     ),
     # A Parquet file has no lines: the message names the file and the rule.
     ("unreadable Parquet", "events.parquet", b"PAR1 not really", ["events.parquet", "rule readable_parquet"]),
+    # The optional search log gets the same checks.
+    (
+        "searches without a query column",
+        "searches.csv",
+        b"search_id,user_id,searched_at,item_id,action\nS1,U1,2026-01-01 10:00:00,,none\n",
+        ["searches.csv", "line 1", "rule required_columns", "column query is missing", "optional position"],
+    ),
+    (
+        "ragged searches",
+        "searches.csv",
+        SEARCHES_HEADER + SEARCH + b"S2,U1,red mug,2026-01-01 10:00:00,I1,click\n",
+        ["searches.csv", "line 3", "rule same_field_count", "has 6 fields", "has 7"],
+    ),
+    (
+        "unbalanced quote in a query",
+        "searches.csv",
+        SEARCHES_HEADER + SEARCH + b'S2,U1,"red mug,2026-01-01 10:00:00,I1,click,1\n' + SEARCH,
+        ["searches.csv", "line 3", "rule balanced_quotes"],
+    ),
+    (
+        "non-UTF-8 query",
+        "searches.csv",
+        SEARCHES_HEADER + SEARCH + b"S2,U1,caf\xe9 mug,2026-01-01 10:00:00,,none,\n",
+        ["searches.csv", "line 3", "rule utf8", "0xE9"],
+    ),
 ]
 
 
@@ -183,6 +210,26 @@ def test_a_bad_file_gets_one_clear_message(
     missing = [fragment for fragment in fragments if fragment not in message]
     assert not missing, f"{case}: {missing} not in {message!r}"
     assert message.count("(rule ") == 1, "one message, one rule"
+
+
+def test_the_search_log_is_optional_and_checked_like_the_others(tmp_path: Path) -> None:
+    """No searches file passes; a header-only one is harmless; position is optional; a Parquet search log
+    without its action column is named with the file and the rule."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    events = pd.DataFrame({c: ["x"] for c in raw_contract.REQUIRED["events"]})
+    events.to_parquet(folder / "events.parquet")
+    settings = _files(folder, "parquet")
+    assert "searches" not in raw_contract.check(settings)
+    searches = pd.DataFrame({c: pd.Series([], dtype="string") for c in raw_contract.REQUIRED["searches"]})
+    searches.to_parquet(folder / "searches.parquet")
+    assert raw_contract.check(settings)["searches"] == list(raw_contract.REQUIRED["searches"])
+    searches.drop(columns="action").to_parquet(folder / "searches.parquet")
+    with pytest.raises(raw_contract.RawContractError) as error:
+        raw_contract.check(settings)
+    message = str(error.value)
+    assert "searches.parquet" in message and "column action is missing" in message
+    assert "rule required_columns" in message and "table searches" in message
 
 
 def test_the_check_streams_a_large_file_quickly(tmp_path: Path) -> None:

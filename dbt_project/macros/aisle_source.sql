@@ -1,8 +1,8 @@
 {#-
   The raw adapter switch (AISLE_SOURCE: demo | files | online_retail) is read in staging alone: the
   adapters' staging models enable themselves with it, and the thin source-agnostic staging models
-  (stg_events, stg_items, stg_users) pick the active adapter's model through adapter_model(). Intermediate
-  models and marts ref those three names and never ask which source is active. The one other reader is
+  (stg_events, stg_items, stg_users, stg_searches) pick the active adapter's model through adapter_model().
+  Intermediate models and marts ref those four names and never ask which source is active. The one other reader is
   raw_relations(), for fct_row_conservation, the documented model that reads the raw sources directly.
 -#}
 
@@ -11,19 +11,21 @@
 
 {% macro uses_canonical_files() -%}{{ return(aisle_source() in ['demo', 'files']) }}{%- endmacro %}
 
-{#- The active adapter's staging model of a relation (events, items, users): stg_shop__<relation> for the
-    demo shop and canonical files, stg_uci_retail__<relation> for Online Retail. -#}
+{#- The active adapter's staging model of a relation (events, items, users, searches): stg_shop__<relation>
+    for the demo shop and canonical files, stg_uci_retail__<relation> for Online Retail. -#}
 {% macro adapter_model(relation) -%}
     {{ return('stg_' ~ ('shop' if uses_canonical_files() else 'uci_retail') ~ '__' ~ relation) }}
 {%- endmacro %}
 
 {#- The active adapter's raw relations, for the reconciliation: one dict per relation with its name, the
-    raw source relation and the adapter's label (source_name). An optional table of the canonical contract
-    (items, users) whose file is not there is left out. -#}
+    raw source relation and the adapter's label (source_name). A table of the canonical contract whose file
+    is not there is left out: items, users and searches are optional, and a search-only build
+    (`dbt build --select +tag:search`, a catalogue and a search log) has no events file; the full build
+    still requires one (the raw contract, scoring/ingest/raw_contract.py, checks it before dbt runs). -#}
 {% macro raw_relations() -%}
     {%- set found = [] -%}
     {%- if uses_canonical_files() -%}
-        {%- for table in ['events', 'items', 'users'] if table == 'events' or raw_table_exists(table) -%}
+        {%- for table in ['events', 'items', 'users', 'searches'] if raw_table_exists(table) -%}
             {%- do found.append({'source_name': aisle_source(), 'relation': table, 'raw': source('shop', table)}) -%}
         {%- endfor -%}
     {%- else -%}

@@ -118,3 +118,9 @@
 {% macro epoch_seconds(ts) -%}{{ return(adapter.dispatch('epoch_seconds', 'aisle')(ts)) }}{%- endmacro %}
 {% macro duckdb__epoch_seconds(ts) -%}cast(epoch({{ ts }}) as bigint){%- endmacro %}
 {% macro spark__epoch_seconds(ts) -%}unix_timestamp({{ ts }}){%- endmacro %}
+
+{# Unicode folding of search queries: NFC composition, then every combining mark (accent) stripped. #}
+{# Engines without a Unicode normaliser leave the text as it is (queries then differ only in accents). #}
+{% macro unicode_fold(expr) -%}{{ return(adapter.dispatch('unicode_fold', 'aisle')(expr)) }}{%- endmacro %}
+{% macro default__unicode_fold(expr) -%}{{ expr }}{%- endmacro %}
+{% macro duckdb__unicode_fold(expr) -%}strip_accents(nfc_normalize({{ expr }})){%- endmacro %}

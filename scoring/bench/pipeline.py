@@ -7,7 +7,9 @@ asserted in tests.
   recall@100 of IVF against exact (target: ANN only with recall@100 >= 0.98);
 - dbt build on synthetic demo shops of about 1M, 3M and 10M events: wall time and peak memory of the
   dbt process (target: < 8 GB at 10M, about linear time);
-- Feast online lookups over HTTP: scoring/bench/serving.py.
+- Feast online lookups over HTTP: scoring/bench/serving.py (reports/bench_serving.json);
+- POST /search over HTTP, head and tail queries, beside the in-process floor of each of its parts:
+  scoring/bench/search.py (reports/bench_search.json).
 
 Results go to reports/bench.json. Sizes can be reduced with --quick.
 """
@@ -21,6 +23,7 @@ import time
 
 import numpy as np
 
+from scoring.bench import search as bench_search
 from scoring.bench import serving as bench_serving
 from scoring.settings import ROOT, Settings
 
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     results["dbt_build"] = bench_dbt(settings, [2_000, 6_000] if args.quick else [19_000, 57_000, 190_000])
     print("Feast online lookups over HTTP ...")
     bench_serving.main([])
+    print("POST /search over HTTP ...")
+    bench_search.main(["--requests", "500", "--floor-requests", "100"] if args.quick else [])
     out = ROOT / "reports"
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))

@@ -136,8 +136,16 @@ def _all_present(payload: bytes) -> bool:
     return all(status == "PRESENT" for result in answer["results"] for status in result["statuses"])
 
 
-def http_load(host: str, port: int, bodies: list[bytes], clients: int) -> tuple[list[float], int, float]:
-    """Send every body once, `clients` threads at a time, each over one keep-alive connection."""
+def http_load(
+    host: str,
+    port: int,
+    bodies: list[bytes],
+    clients: int,
+    path: str = "/get-online-features",
+    answered: Callable[[bytes], bool] = _all_present,
+) -> tuple[list[float], int, float]:
+    """Send every body once to POST `path`, `clients` threads at a time, each over one keep-alive
+    connection; an answer counts as an error unless it is a 200 that `answered` accepts."""
     shards = [bodies[i::clients] for i in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -150,7 +158,7 @@ def http_load(host: str, port: int, bodies: list[bytes], clients: int) -> tuple[
         for body in shards[index]:
             began = time.perf_counter()
             try:
-                connection.request("POST", "/get-online-features", body, headers)
+                connection.request("POST", path, body, headers)
                 response = connection.getresponse()
                 payload = response.read()
             except (OSError, http.client.HTTPException):
@@ -159,7 +167,7 @@ def http_load(host: str, port: int, bodies: list[bytes], clients: int) -> tuple[
                 connection = http.client.HTTPConnection(host, port, timeout=30)
                 continue
             elapsed = time.perf_counter() - began
-            if response.status == 200 and _all_present(payload):
+            if response.status == 200 and answered(payload):
                 latencies[index].append(elapsed)
             else:
                 errors[index] += 1

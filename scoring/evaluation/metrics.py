@@ -4,11 +4,12 @@ Each takes the user's `relevant` items (any collection) and the `recommended` it
 without repeats; only the first k count) and returns a float. Gains are binary, as in the top-k metrics
 of microsoft/recommenders (`python_evaluation.py`). A user with no relevant item has no recall, NDCG or
 average precision (nan is returned); the protocol leaves such users out before averaging.
+`graded_ndcg_at_k` takes graded gains instead (search relevance judgments).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -50,6 +51,19 @@ def ndcg_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = discounts[: min(len(relevant), k)].sum()
     return float((hits * discounts[: len(hits)]).sum() / ideal)
+
+
+def graded_ndcg_at_k(gains: Mapping[Hashable, float], recommended: Sequence[Hashable], k: int) -> float:
+    """NDCG@k with graded gains (search relevance: gain = grade - 1): DCG of the first k with a linear gain
+    and log2(rank + 1) discount, over the DCG of the judged items sorted by gain. An item without a gain
+    counts 0 (unjudged = irrelevant); a query whose gains are all 0 has no NDCG (nan)."""
+    _check(k)
+    ideal_gains = np.sort(np.fromiter((g for g in gains.values() if g > 0), dtype=float))[::-1][:k]
+    if not len(ideal_gains):
+        return float("nan")
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    got = np.array([max(float(gains.get(item, 0.0)), 0.0) for item in list(recommended)[:k]], dtype=float)
+    return float((got * discounts[: len(got)]).sum() / (ideal_gains * discounts[: len(ideal_gains)]).sum())
 
 
 def average_precision_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:

@@ -34,6 +34,9 @@ from scoring.settings import FEATURE_REPO, Settings
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
 
 RECOMMENDATIONS_VIEW = "user_recommendations"
+SEARCH_RESULTS_VIEW = "search_results"
+# Views the scorer writes when it publishes (never materialized from files; a build keeps their rows).
+PUBLISHED_VIEWS = (RECOMMENDATIONS_VIEW, SEARCH_RESULTS_VIEW)
 
 
 def store(settings: Settings, online_store_path: Path | None = None) -> FeatureStore:
@@ -66,10 +69,10 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
 
     Always the whole history, from the earliest possible timestamp: a build's online store starts
     empty, and the data may be historical (Online Retail is from 2011), where Feast's default start of
-    now - ttl would load nothing. The view the scorer writes is left to publishing.
+    now - ttl would load nothing. The views the scorer writes are left to publishing.
     """
     fs = store(settings)
-    views = [view.name for view in fs.list_feature_views() if view.name != RECOMMENDATIONS_VIEW]
+    views = [view.name for view in fs.list_feature_views() if view.name not in PUBLISHED_VIEWS]
     fs.materialize(
         start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end or datetime.now(UTC), feature_views=views
     )

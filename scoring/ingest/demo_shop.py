@@ -1,9 +1,12 @@
-"""A deterministic synthetic e-commerce shop: raw events, items and users, with known defects.
+"""A deterministic synthetic e-commerce shop: raw events, items, users and searches, with known defects.
 
 Why it exists: the pipeline (dbt quality rules, feature store, recommender) needs data that looks like a
 real gift-and-homeware shop, that holds a learnable personal signal (a recommender that reads a user's
 history must beat global popularity), and whose defects are known row by row, so that tests can check
 every quarantine and repair exactly. Real exports give none of those guarantees.
+
+The search log (`searches.parquet`) is written by demo_searches from the same simulated sessions, so a
+search's clicks, carts and purchases are the shopper's own events.
 
 Every raw column is written as nullable text because raw exports are text: only then can a malformed value
 ("two", "31/02/2026 25:61") exist at all. The generator is vectorised with numpy (10M events in about a
@@ -344,14 +347,35 @@ class _Events:
         return len(self.user)
 
 
+@dataclass(frozen=True)
+class Steps:
+    """The kept session steps (a view, then its cart and purchase if any), one entry per view event.
+
+    The search log (demo_searches) is driven by these, so that a search's click, cart and purchase are
+    the same shopper's view, cart and purchase events of the same item. -1 = no cart / no purchase.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    session: np.ndarray
+    category: np.ndarray  # the session's category (drawn from the shopper's taste)
+    view_ts: np.ndarray
+    cart_ts: np.ndarray
+    buy_ts: np.ndarray
+    gap_before: np.ndarray  # seconds since the shopper's previous event (>= 1)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
 def _simulate_events(
     rng: np.random.Generator, users: _Users, cat: _Catalogue, start_s: int, end_s: int
-) -> _Events:
+) -> tuple[_Events, Steps]:
     """Sessions of views, some carts and at most one checkout, laid out without overlapping per user.
 
     Clean rows can never coincide: a user's sessions never overlap, every step inside a session takes at
     least one second, and lines of one checkout differ by item (they share order_id and time, as in real
-    exports).
+    exports). Also returns the kept steps, which drive the search log.
     """
     n_users = len(users.signup_s)
     span = end_s - users.signup_s
@@ -402,7 +426,30 @@ def _simulate_events(
         (b, PURCHASE, checkout_ts[view_sess], True, True),
         (returned, RETURN, return_ts, True, True),
     ]
-    return _assemble(parts, view_user, item, quantity, price, order_no[view_sess])
+    events = _assemble(parts, view_user, item, quantity, price, order_no[view_sess])
+    # Seconds between a view and the shopper's previous event: the previous step's cart (or view) in the
+    # session, or the end of the shopper's previous session for a session's first view.
+    step_gap = np.where(is_cart, cart_gap, view_gap)
+    gap_before = np.empty(n_view, dtype=np.int64)
+    gap_before[1:] = step_gap[:-1]
+    first_step = _segment_starts(view_sess) == np.arange(n_view)
+    by_start = np.lexsort((start, sess_user))
+    session_gap = np.full(len(sess_user), 3600, dtype=np.int64)
+    same_user = sess_user[by_start[1:]] == sess_user[by_start[:-1]]
+    previous_end = start[by_start[:-1]] + duration[by_start[:-1]]
+    session_gap[by_start[1:]] = np.where(same_user, start[by_start[1:]] - previous_end, 3600)
+    gap_before[first_step] = session_gap[view_sess[first_step]]
+    steps = Steps(
+        user=view_user[v],
+        item=item[v],
+        session=view_sess[v],
+        category=sess_cat[view_sess][v],
+        view_ts=(start[view_sess] + view_off)[v],
+        cart_ts=np.where(c, start[view_sess] + view_off + view_gap, -1)[v],
+        buy_ts=np.where(b, checkout_ts[view_sess], -1)[v],
+        gap_before=np.maximum(1, gap_before)[v],
+    )
+    return events, steps
 
 
 def _weekly_prices(rng: np.random.Generator, cat: _Catalogue, n_weeks: int) -> np.ndarray:
@@ -857,11 +904,17 @@ def generate(
                       views), unit_price "3.95", order_id "O0000123" (purchases and returns only), country.
       items.parquet   item_id, title, description, category, brand, price.
       users.parquet   user_id, email, phone, full_name, country, signed_up_at (fake PII, on purpose).
+      searches.parquet  search_id, user_id (null = anonymous), query (as typed), searched_at, item_id,
+                      action none|click|cart|purchase, position: the search log, driven by the events
+                      (scoring/ingest/demo_searches.py describes it and its defects exactly).
       _truth/defects.parquet  table, row_number (0-based, in the written file), defect_class, column,
                       expected (quarantine | repair); one row per defective row.
       _truth/clean_titles.parquet        item_id, clean_title for every messy_text item.
       _truth/clean_descriptions.parquet  item_id, clean_description, pii_value for every pii_in_text item.
-      _truth/summary.json                parameters, row counts, defect counts.
+      _truth/clean_queries.parquet       row_number, search_id, clean_query: the normalised query of every
+                                         search row not quarantined for its text.
+      _truth/summary.json                parameters, row counts, defect counts, and the search log's
+                                         sizes, head-query coverage and bot margin ("searches").
 
     Defects, each about defect_rate x the rows it can apply to (all events, or purchases for the
     purchase-only classes; at least 1 when the rate is positive), one per defective row:
@@ -875,6 +928,11 @@ def generate(
               collapse spaces, Title Case each word), pii_in_text (description + " For trade orders
               email|call <pii>.").
       users:  duplicate (exact copy of a user row).
+      searches: pii_in_query and markup_in_query (repair), empty_query, oversized_query, unknown_item
+              (quarantine), each on about defect_rate x searches (every row of a chosen search), and
+              bot_traffic (quarantine): one account's 600+ searches in one day (none at rate 0).
+
+    The search log draws from its own random stream, so adding it left the other files unchanged.
     """
     _validate(n_users, n_items, days, defect_rate)
     out_dir = Path(out_dir)
@@ -886,7 +944,7 @@ def generate(
 
     cat = _build_catalogue(rng, n_items)
     users = _build_users(rng, n_users, start_s, end_s, cat)
-    ev = _simulate_events(rng, users, cat, start_s, end_s)
+    ev, steps = _simulate_events(rng, users, cat, start_s, end_s)
     widths = {
         "user": _id_width(6, n_users),
         "item": _id_width(5, 2 * n_items),
@@ -897,22 +955,33 @@ def generate(
         rng, cat, contacts, defect_rate, widths["item"]
     )
     events_table, event_defects = _events_table(rng, ev, users, n_items, days, defect_rate, widths)
-    truth = _truth_table([event_defects, item_defects, user_defects])
+    # Imported here: demo_searches builds on this module's catalogue, users and helpers.
+    from scoring.ingest import demo_searches
+
+    search_log = demo_searches.searches(
+        seed, cat, users, steps, contacts, start_s, end_s, defect_rate, widths
+    )
+    truth = _truth_table([event_defects, item_defects, user_defects, search_log.defects])
 
     files = {
         "events.parquet": events_table,
         "items.parquet": items_table,
         "users.parquet": users_table,
+        "searches.parquet": search_log.table,
         "_truth/defects.parquet": truth,
         "_truth/clean_titles.parquet": clean_titles,
         "_truth/clean_descriptions.parquet": clean_descriptions,
+        "_truth/clean_queries.parquet": search_log.clean_queries,
     }
     for name, table in files.items():
         _write(table, out_dir / name)
     params = dict(
         n_users=n_users, n_items=n_items, days=days, seed=seed, defect_rate=defect_rate, end_date=end_date
     )
-    summary = _summary(params, files, [event_defects, item_defects, user_defects], ev, start_s, end_s)
+    summary = _summary(
+        params, files, [event_defects, item_defects, user_defects, search_log.defects], ev, start_s, end_s
+    )
+    summary["searches"] = search_log.stats
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 

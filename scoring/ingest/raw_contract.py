@@ -7,10 +7,12 @@ about something else. This check fails first, with one message that names the fi
 rule. CSV files are checked in one streaming pass (Python's csv module over the decoded lines), so the
 check stays fast on large files.
 
-The contract (README, "Use your own data"): only `events` is a required file; `items` and `users` are
-optional. In `events`, `country` and `title` are optional columns; in `items` only `item_id` and `title`
-are required; in `users` only `user_id`. dbt reads a missing optional column as null and a missing
-optional table as no rows (macro raw_layout in dbt_project/macros/raw_rows.sql).
+The contract (README, "Use your own data"): only `events` is a required file; `items`, `users` and
+`searches` (the search log) are optional. In `events`, `country` and `title` are optional columns; in
+`items` only `item_id` and `title` are required; in `users` only `user_id`; in `searches` every column but
+`position` (an empty user_id is an anonymous search, an empty item_id a search with no action). dbt
+reads a missing optional column as null and a missing optional table as no rows (macro raw_layout in
+dbt_project/macros/raw_rows.sql).
 """
 
 from __future__ import annotations
@@ -42,22 +44,25 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     ),
     "items": ("item_id", "title", "description", "category", "brand", "price"),
     "users": ("user_id", "email", "phone", "full_name", "country", "signed_up_at"),
+    "searches": ("search_id", "user_id", "query", "searched_at", "item_id", "action", "position"),
 }
 # Optional columns beyond those: an event's item title, which names the item where there is no items file.
-EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"events": ("title",), "items": (), "users": ()}
+EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"events": ("title",), "items": (), "users": (), "searches": ()}
 # The columns a file of each table must have. quantity, unit_price and order_id are required in events
 # because purchases are (the README: needed on purchase, cart and return rows).
 REQUIRED: dict[str, tuple[str, ...]] = {
     "events": ("user_id", "item_id", "event_type", "event_at", "quantity", "unit_price", "order_id"),
     "items": ("item_id", "title"),
     "users": ("user_id",),
+    "searches": ("search_id", "user_id", "query", "searched_at", "item_id", "action"),
 }
 # Tables whose file may be left out: without items, the items come from the events; without users,
-# the users come from the events.
-OPTIONAL_TABLES = frozenset({"items", "users"})
+# the users come from the events; without searches, there is no search log (search then has no query
+# statistics to learn from, and fine-tuning learns recommendation alone).
+OPTIONAL_TABLES = frozenset({"items", "users", "searches"})
 # Tables whose file, when present, needs at least one data row: no events means nothing to build, and
-# an empty catalogue would make every event an orphan (leave the file out instead). An empty users
-# file is harmless.
+# an empty catalogue would make every event an orphan (leave the file out instead). An empty users or
+# searches file is harmless.
 NEEDS_ROWS = frozenset({"events", "items"})
 
 ONLINE_RETAIL = (

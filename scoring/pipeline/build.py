@@ -25,12 +25,9 @@ def build_features(settings: Settings) -> Path:
     dbt.run(staged, "build")
     feature_store.apply(staged)
     feature_store.materialize(staged)
-    recommendations = feature_store.online_table(
-        feature_store.store(staged), feature_store.RECOMMENDATIONS_VIEW
-    )
-    feature_store.swap_online_tables(
-        settings.online_store_path, staged.online_store_path, keep=frozenset({recommendations})
-    )
+    fs = feature_store.store(staged)
+    published = frozenset(feature_store.online_table(fs, view) for view in feature_store.PUBLISHED_VIEWS)
+    feature_store.swap_online_tables(settings.online_store_path, staged.online_store_path, keep=published)
     staged.online_store_path.unlink()  # its rows are live now
     swap_link(settings.live_dir, root)
     prune(settings.builds_dir, settings.keep_builds, protect=settings.live_dir)

@@ -69,9 +69,28 @@ def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: di
         f"{metrics['loss_first']:.3f} (step 0) -> {metrics['loss_last']:.3f} (step {metrics['steps'] - 1}),"
         f" {metrics['device']}",
     )
+    table.add_row("search", _search_summary(run_folder.manifest["stages"]))
     for name, seconds in timings.items():
         table.add_row(f"time: {name}", f"{seconds:.1f} s")
     table.add_row("peak memory", f"{peak_rss_mb():,.0f} MB")
     table.add_row("recommendations", str(settings.published_recommendations))
     table.add_row("run folder", str(run_folder.root))
     console.print(table)
+
+
+def _search_summary(stages: dict) -> str:
+    """Head queries and the personalisation comparison, or why the run has no search."""
+    rank, head = stages.get("search_rank", {}), stages.get("search_head", {})
+    if "skipped" in rank or "skipped" in head or not head:
+        return str(rank.get("skipped") or head.get("skipped") or "did not run")
+    line = (
+        f"{head['head_queries']:,} head queries precomputed ({head['share_of_searches']:.0%} of the last "
+        f"{head['window_days']} days' searches)"
+    )
+    comparison = rank.get("personalisation", {})
+    if "personalised" in comparison:
+        line += (
+            f"; NDCG@10 on held-out logged-in searches {comparison['personalised']['ndcg@10']:.3f} "
+            f"personalised vs {comparison['without_user']['ndcg@10']:.3f} without user features"
+        )
+    return line

@@ -6,6 +6,13 @@ whole table in one SQLite transaction (scoring/features/feature_store.py), so af
 serves exactly the published users: a user the run dropped loses the old list, and no reader ever sees
 neither list. A run that fails before publishing leaves the previous publication as it was; publishing
 twice is harmless.
+
+A run that answered the shop's head search queries (scoring/search/stages.py) publishes them in the same
+step and the same way: `search_results.parquet` (one row per normalised query, Feast's `search_results`
+source), a DuckDB table `search_results` (one row per query and rank), and Feast's online
+`search_results` rows, swapped in the same SQLite transaction as the recommendations. A run without a
+search log (Online Retail) publishes an empty set of search results, so no reader keeps serving head
+answers from another catalogue or an older run.
 """
 
 from __future__ import annotations
@@ -15,18 +22,53 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from scoring.features import feature_store
 from scoring.settings import Settings
 
 SERVING_DB = "serving.duckdb"
+SEARCH_RESULTS_FILE = "search_results.parquet"
+
+# The published search results' columns (Feast's `search_results` view reads the lists; `reasons` holds
+# one comma-separated text per item, e.g. "lexical,semantic", as Feast has no list of lists).
+SEARCH_RESULTS_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("item_ids", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float32())),
+        ("reasons", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+        ("event_timestamp", pa.timestamp("us")),
+    ]
+)
 
 
-def _replace_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _replace_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
+    frame.to_parquet(tmp, index=False, schema=schema)
     os.replace(tmp, path)
+
+
+def search_results_frame(results: pd.DataFrame | None, run_id: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The search results to publish in the published schema (none when the run has no search log)."""
+    if results is None:
+        return SEARCH_RESULTS_SCHEMA.empty_table().to_pandas()
+    frame = results.assign(run_id=run_id, event_timestamp=pd.Timestamp(as_of).tz_localize(None))
+    return frame[SEARCH_RESULTS_SCHEMA.names].reset_index(drop=True)
+
+
+def search_results_rows(lists: pd.DataFrame) -> pd.DataFrame:
+    """One row per query and rank: the DuckDB table `search_results`."""
+    rows = lists.explode(["item_ids", "scores", "reasons"]).rename(
+        columns={"item_ids": "item_id", "scores": "score"}
+    )
+    rows = rows.dropna(subset=["item_id"])
+    rows["rank"] = rows.groupby("query").cumcount() + 1
+    rows["score"] = rows["score"].astype(float)
+    rows["reasons"] = rows["reasons"].map(lambda text: [r for r in str(text).split(",") if r])
+    return rows[["query", "rank", "item_id", "score", "reasons", "run_id"]].reset_index(drop=True)
 
 
 def per_user_lists(recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -46,26 +88,49 @@ def per_user_lists(recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp) -> pd.D
 
 
 def publish(
-    settings: Settings, recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp, scratch_dir: Path
+    settings: Settings,
+    recs: pd.DataFrame,
+    run_id: str,
+    as_of: pd.Timestamp,
+    scratch_dir: Path,
+    search_results: pd.DataFrame | None = None,
 ) -> dict:
-    """Publish to every target; `scratch_dir` (the run folder) holds the online rows until the swap."""
+    """Publish to every target; `scratch_dir` (the run folder) holds the online rows until the swap.
+
+    `search_results` (query, item_ids, scores, reasons) are the run's head search answers, published
+    beside the recommendations; None (a source without a search log) publishes none.
+    """
     recs = recs.assign(run_id=run_id)
     lists = per_user_lists(recs, run_id, as_of)
+    searches = search_results_frame(search_results, run_id, as_of)
+    search_rows = search_results_rows(searches)
     published = settings.published_dir
     _replace_parquet(recs, settings.published_recommendations)
     _replace_parquet(lists, published / "user_recommendations.parquet")
+    _replace_parquet(searches, published / SEARCH_RESULTS_FILE, schema=SEARCH_RESULTS_SCHEMA)
     with duckdb.connect(str(published / SERVING_DB)) as con:
         con.begin()
         con.register("recs", recs)
         con.execute("create or replace table recommendations as select * from recs")
+        con.register("search_rows", search_rows)
+        con.execute(
+            "create or replace table search_results as select query, cast(rank as integer) as rank, "
+            "item_id, score, cast(reasons as varchar[]) as reasons, run_id from search_rows"
+        )
         con.commit()
     live = settings.online_store_path
     scratch = scratch_dir / "online_store.db"
     fs = feature_store.store(settings, scratch)
-    table = feature_store.online_table(fs, feature_store.RECOMMENDATIONS_VIEW)
-    feature_store.prepare_scratch(live, scratch, {table})
-    fs.write_to_online_store(feature_store.RECOMMENDATIONS_VIEW, lists)
-    feature_store.swap_online_tables(live, scratch, replace={table})
+    views = {view.name for view in fs.list_feature_views()}
+    writes = {feature_store.RECOMMENDATIONS_VIEW: lists}
+    if feature_store.SEARCH_RESULTS_VIEW in views:
+        writes[feature_store.SEARCH_RESULTS_VIEW] = searches
+    tables = {feature_store.online_table(fs, view) for view in writes}
+    feature_store.prepare_scratch(live, scratch, tables)
+    for view, rows in writes.items():
+        if len(rows):
+            fs.write_to_online_store(view, rows)
+    feature_store.swap_online_tables(live, scratch, replace=tables)
     scratch.unlink()
     return {
         "parquet": str(settings.published_recommendations),
@@ -73,4 +138,9 @@ def publish(
         "feast_view": "user_recommendations",
         "users": int(lists.shape[0]),
         "rows": int(recs.shape[0]),
+        "search_queries": int(searches.shape[0]),
+        "search_rows": int(search_rows.shape[0]),
+        "search_parquet": str(published / SEARCH_RESULTS_FILE),
+        "search_duckdb": f"{published / SERVING_DB}:search_results",
+        "search_feast_view": feature_store.SEARCH_RESULTS_VIEW if len(writes) > 1 else None,
     }

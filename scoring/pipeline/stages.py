@@ -19,6 +19,7 @@ from scoring.errors import AisleError
 from scoring.pipeline import publish
 from scoring.pipeline.run_folder import RunFolder
 from scoring.ranking import rank
+from scoring.search import stages as search
 from scoring.settings import Settings
 from scoring.training import training_data
 from scoring.training.embed import embed_run
@@ -37,10 +38,11 @@ def _times(run: RunFolder) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 def make_pairs(settings: Settings, run: RunFolder) -> dict:
-    """Items' texts, (history, next item) training pairs, and the users' queries at both times."""
+    """Items' texts, training pairs of both tasks ((history, next item) and (query, acted-on item)), and
+    the users' queries at both times."""
     items = training_data.item_texts(settings)
-    pairs = training_data.training_pairs(settings, items)
     as_of = training_data.scoring_time(settings)
+    pairs = training_data.joint_pairs(settings, items, as_of)
     label_start = as_of - pd.Timedelta(days=settings.label_window_days)
     users = training_data.user_queries(settings, items, as_of)
     label_users = training_data.user_queries(settings, items, label_start)
@@ -50,6 +52,7 @@ def make_pairs(settings: Settings, run: RunFolder) -> dict:
     label_users.to_parquet(run.path("users_label.parquet"), index=False)
     return {
         "pairs": len(pairs),
+        "pairs_by_task": {t: int(n) for t, n in pairs["task"].value_counts().sort_index().items()},
         "items": len(items),
         "users": len(users),
         "as_of": str(as_of),
@@ -163,7 +166,7 @@ def check(settings: Settings, run: RunFolder) -> dict:
 def publish_lists(settings: Settings, run: RunFolder) -> dict:
     as_of, _ = _times(run)
     recs = pd.read_parquet(run.path("recommendations.parquet"))
-    return publish.publish(settings, recs, run.run_id, as_of, run.root)
+    return publish.publish(settings, recs, run.run_id, as_of, run.root, search.search_results(run))
 
 
 STAGES: dict[str, Callable[[Settings, RunFolder], dict]] = {
@@ -171,6 +174,9 @@ STAGES: dict[str, Callable[[Settings, RunFolder], dict]] = {
     "finetune": fine_tune,
     "embed": embed,
     "index": build_index,
+    "search_index": search.build_search_index,
+    "search_rank": search.train_search_ranker,
+    "search_head": search.answer_head_queries,
     "candidates": retrieve,
     "rank": rank_candidates,
     "validate": check,

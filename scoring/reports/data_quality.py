@@ -20,6 +20,7 @@ from scoring.ingest.raw_contract import CONTRACT
 from scoring.reports.page import render_page, table
 from scoring.settings import ROOT, Settings
 from scoring.warehouse import tables
+from scoring.warehouse.quality import defect_scorecard
 
 DEFAULT_OUT = ROOT / "reports" / "data_quality.html"
 EVENT_COLUMNS = CONTRACT["events"]
@@ -209,7 +210,12 @@ def build(settings: Settings, out: Path = DEFAULT_OUT) -> Path:
         f"<p>Source: {source}. Built from the dbt warehouse {html.escape(str(settings.warehouse_path))}.</p>"
         f"<h2>Reconciliation: raw = clean + quarantined</h2>{table(reconciliation)}"
     )
-    page = render_page("Aisle data quality", intro, figures, f"<h2>Rules</h2>{table(rules)}")
+    outro = f"<h2>Rules</h2>{table(rules)}"
+    if (settings.resolved_raw_path / "_truth" / "defects.parquet").exists():
+        # The demo shop records every defect it injects: how exactly each rule caught its class.
+        card = defect_scorecard(settings).round({"recall": 4, "precision": 4})
+        outro += f"<h2>Rules against the demo shop's known defects (1.0 is the bar)</h2>{table(card)}"
+    page = render_page("Aisle data quality", intro, figures, outro)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out

@@ -1,17 +1,22 @@
-"""Feast's HTTP feature server for one workspace, read-only unless a token unlocks it: what `make serve`
-runs (`python -m scoring.serving.server`), and a handle to run it.
+"""Feast's HTTP feature server for one workspace, with Aisle's product search on the same port, read-only
+unless a token unlocks it: what `make serve` runs (`python -m scoring.serving.server`), and a handle to
+run it.
 
 The application is Feast's own FastAPI app (`feast.feature_server.get_app`, the one `feast serve` runs),
-under the same server `feast serve` uses (gunicorn with one uvicorn worker), with the environment of the
+under the same server `feast serve` uses (gunicorn with uvicorn workers), with the environment of the
 one settings object so `feature_store.yaml` resolves to this workspace's registry and SQLite online
-store. It is bound to `settings.feast_host` (loopback by default). Two things are added around it:
+store. It is bound to `settings.feast_host` (loopback by default). Three things are added to it:
+
+- `POST /search`, Aisle's product search (scoring/serving/search_route.py: its request checks, statuses,
+  and the engine each worker loads and reloads), added to Feast's app in place of Feast's own `/search`.
 
 - `ServingGuard`, a thin ASGI middleware in front of the app. Only an allow-list of routes reaches
   Feast, so a route a later Feast adds is closed until it is listed here:
-  - read routes, open to every caller: `GET /health` and `POST /get-online-features`. Feast's other
-    reads (`/search`, `/retrieve-online-documents`, `/v1/vector_stores...`) need vector-indexed views,
-    which Aisle does not define, so they could only fail; they, `/chat`, `/ws/chat`, `/static`, `/docs`
-    and `/openapi.json` (which would advertise the closed routes) answer 404.
+  - read routes, open to every caller: `GET /health`, `POST /get-online-features` and `POST /search`.
+    Feast's other reads (`/retrieve-online-documents`, `/v1/vector_stores...`, and its vector `/search`,
+    which Aisle's replaces) need vector-indexed views, which Aisle does not define, so they could only
+    fail; they, `/chat`, `/ws/chat`, `/static`, `/docs` and `/openapi.json` (which would advertise the
+    closed routes) answer 404.
   - write routes (`/write-to-online-store`, `/push`, `/materialize`, `/materialize-incremental`): 403
     while `settings.serve_token` is empty (the default: the server is read-only, whatever token a
     caller sends), else 401 unless the request carries `Authorization: Bearer <serve_token>`, compared
@@ -34,12 +39,18 @@ identity provider (an OIDC issuer's keys, or the Kubernetes API's TokenReview) t
 offline host does not have, and `no_auth` allows everything. It has no static shared secret and no
 request caps, so the guard above does both, while `auth: no_auth` stays in feature_store.yaml.
 
+Workers: `settings.serve_workers`, by default one per CPU core this process may use. A lookup is
+mostly I/O-free Python and a search is CPU-bound (query encoding, FAISS, LightGBM), so each worker
+serves one request at a time at full speed and more workers than cores would only queue behind each
+other; each worker holds its own engine (model, indexes: a few hundred MB).
+
 Three settings differ from Feast's defaults, all for latency:
 
-- no worker recycling (`max_requests=0`): Feast's default recycles the worker every ~1,000 requests, and
-  with one worker each recycle stalls lookups for ~2 s while the new worker boots (measured: two 2 s
-  requests in 2,600). Recycling guards against leaks; `python -m scoring.bench.serving` reports the
-  server's memory before and after its load instead, so a leak would show there.
+- no worker recycling (`max_requests=0`): Feast's default recycles a worker every ~1,000 requests, and
+  each recycle stalls its requests for ~2 s while the new worker boots (measured: two 2 s requests in
+  2,600), longer now that a worker loads its search engine. Recycling guards against leaks;
+  `python -m scoring.bench.serving` reports the server's memory before and after its load instead, so a
+  leak would show there.
 - no access log: one log line per request costs more than the SQLite read it logs.
 - `PYTHONOPTIMIZE=1`: the server rebuilds the requested feature service from its registry proto on every
   request, and Feast's classes check their arguments with typeguard's `@typechecked` as they are built;
@@ -74,7 +85,8 @@ from scoring.settings import FEATURE_REPO, Settings
 REGISTRY_TTL_SEC = 60
 
 LOOKUP = ("POST", "/get-online-features")
-READ_ROUTES = frozenset({("GET", "/health"), LOOKUP})
+SEARCH = ("POST", "/search")
+READ_ROUTES = frozenset({("GET", "/health"), LOOKUP, SEARCH})
 WRITE_ROUTES = frozenset(
     {
         ("POST", "/write-to-online-store"),
@@ -313,7 +325,7 @@ def _error_handlers() -> dict[type[BaseException], Callable[..., Any]]:
 
 
 def build_app(settings: Settings) -> ServingGuard:
-    """Feast's feature server app for the workspace in the environment, behind the guard."""
+    """Feast's feature server app for the workspace in the environment, with `/search`, behind the guard."""
     from feast import FeatureStore
     from feast.feature_server import get_app
     from feast.permissions.server.utils import (
@@ -332,6 +344,9 @@ def build_app(settings: Settings) -> ServingGuard:
     init_auth_manager(auth_type=auth_type, server_type=ServerType.REST, auth_config=store.config.auth_config)
     app = get_app(store, registry_ttl_sec=REGISTRY_TTL_SEC)
     app.exception_handlers.update(_error_handlers())
+    from scoring.serving import search_route
+
+    search_route.install(app, settings)
     return ServingGuard(
         app,
         token=settings.serve_token.get_secret_value(),
@@ -340,15 +355,22 @@ def build_app(settings: Settings) -> ServingGuard:
     )
 
 
+def worker_count(settings: Settings) -> int:
+    """`settings.serve_workers`, or one per CPU core this process may use (its affinity, not the host's)."""
+    if settings.serve_workers:
+        return settings.serve_workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_server(settings: Settings) -> None:
-    """Serve `build_app` as `feast serve` does (gunicorn, one uvicorn worker), with the latency choices."""
+    """Serve `build_app` as `feast serve` does (gunicorn, uvicorn workers), with the latency choices."""
     import gunicorn.app.base
 
     app = build_app(settings)
     options = {
         "bind": f"{settings.feast_host}:{settings.feast_port}",
         "worker_class": "uvicorn_worker.UvicornWorker",
-        "workers": 1,
+        "workers": worker_count(settings),
         "worker_connections": 1000,
         "keepalive": 30,
         "max_requests": 0,  # no worker recycling
@@ -368,9 +390,10 @@ def run_server(settings: Settings) -> None:
 
     mode = "write routes open to the bearer token" if app.token else "read-only"
     logger.info(
-        "serving %s on %s (%s; body cap %s bytes, %s entity rows per lookup)",
+        "serving %s on %s with %s workers (%s; body cap %s bytes, %s entity rows per lookup)",
         FEATURE_REPO,
         options["bind"],
+        options["workers"],
         mode,
         settings.max_request_bytes,
         settings.max_entities_per_request,
@@ -396,6 +419,10 @@ def serve_environ(settings: Settings) -> dict[str, str]:
         "AISLE_SERVE_TOKEN": settings.serve_token.get_secret_value(),
         "AISLE_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
         "AISLE_MAX_ENTITIES_PER_REQUEST": str(settings.max_entities_per_request),
+        "AISLE_SERVE_WORKERS": str(settings.serve_workers),
+        "AISLE_SERVE_TORCH_THREADS": str(settings.serve_torch_threads),
+        "AISLE_SEARCH_MAX_K": str(settings.search_max_k),
+        "AISLE_SEARCH_RELOAD_INTERVAL_S": str(settings.search_reload_interval_s),
         "PYTHONOPTIMIZE": "1",
     }
 
@@ -412,7 +439,7 @@ class FeatureServer:
     Used by the serving tests and the benchmark, so both exercise exactly what `make serve` runs.
     """
 
-    def __init__(self, settings: Settings, startup_timeout_s: float = 90.0) -> None:
+    def __init__(self, settings: Settings, startup_timeout_s: float = 300.0) -> None:
         self.settings = settings
         self.url = f"http://{settings.feast_host}:{settings.feast_port}"
         self.log_path = settings.feast_dir / f"serve-{settings.feast_port}.log"
@@ -456,14 +483,14 @@ class FeatureServer:
     def healthy(self) -> bool:
         try:
             return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still starting
             return False
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def memory_mb(self) -> float:
-        """Resident memory of the server (gunicorn's master and its worker), from /proc (Linux)."""
+        """Resident memory of the server (gunicorn's master and its workers), from /proc (Linux)."""
         if self.process is None:
             raise RuntimeError("the server is not started")
         pids = [self.process.pid]

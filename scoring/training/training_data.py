@@ -1,14 +1,20 @@
 """Text inputs of the two-tower model, read through Feast so training is point-in-time correct.
 
-A training pair is (the user's history just before a purchase, the purchased item). The history comes
-from Feast's `user_history` view joined as of one second before the purchase, so the purchase itself
-and anything after it can never leak into the query.
+One encoder serves two jobs, so there are two kinds of training pair, told apart by the `task` column:
+- "recommend": (the user's history just before a purchase, the purchased item). The history comes from
+  Feast's `user_history` view joined as of one second before the purchase, so the purchase itself and
+  anything after it can never leak into the query.
+- "search": (the normalised query of a search, the item the shopper clicked, carted or bought from its
+  results), from the governed search log (the fct_searches mart: PII already redacted, bots and broken
+  rows quarantined), for searches before the scoring time. A workspace without a search log (Online
+  Retail) has no search pairs, and fine-tuning learns recommendation alone.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -17,6 +23,8 @@ from scoring.settings import Settings
 from scoring.warehouse import tables
 
 HISTORY_FEATURE = "user_history:recent_item_ids"
+RECOMMEND, SEARCH = "recommend", "search"
+PAIR_COLUMNS = ["user_id", "item_id", "event_timestamp", "query", "positive", "task"]
 
 
 def item_texts(settings: Settings) -> pd.DataFrame:
@@ -67,6 +75,7 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
             .to_numpy(),
             "query": history_queries(joined["recent_item_ids"], titles).to_numpy(),
             "positive": joined["item_id"].map(titles).to_numpy(),
+            "task": RECOMMEND,
         }
     ).dropna()
     pairs = pairs[pairs["query"] != ""]
@@ -75,6 +84,56 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
         .sample(frac=1.0, random_state=settings.seed)
         .reset_index(drop=True)
     )
+
+
+def search_pairs(settings: Settings, items: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """(normalised query, acted-on item) pairs from the clean search log, newest first up to the budget.
+
+    One pair per search and item: the click, cart and purchase rows of one search are one lesson, not
+    three. A query that was nothing but redacted PII ("[email]") teaches nothing and is left out. Returns
+    no rows where the workspace has no search log.
+    """
+    sql = f"""
+        select search_id, any_value(user_id) as user_id, item_id, min(searched_at) as searched_at,
+               any_value(query) as query
+        from fct_searches
+        where item_id is not null
+          and action in ('click', 'cart', 'purchase')
+          and searched_at < timestamp '{pd.Timestamp(as_of).isoformat(sep=" ")}'
+          and trim(regexp_replace(query, '\\[(email|phone)\\]', '', 'g')) <> ''
+        group by search_id, item_id
+        order by searched_at desc, search_id, item_id
+        limit {int(settings.max_training_pairs)}
+    """
+    no_pairs = pd.DataFrame({c: pd.Series(dtype=object) for c in PAIR_COLUMNS})
+    if not tables.mart_path(settings, "fct_searches").exists():
+        return no_pairs  # a warehouse built without the search models
+    try:
+        acted = tables.read(settings, sql)
+    except duckdb.CatalogException:  # no search log in this workspace's warehouse
+        return no_pairs
+    titles = dict(zip(items["item_id"], items["text"], strict=True))
+    pairs = pd.DataFrame(
+        {
+            "user_id": acted["user_id"].to_numpy(),
+            "item_id": acted["item_id"].to_numpy(),
+            "event_timestamp": pd.to_datetime(acted["searched_at"]).to_numpy(),
+            "query": acted["query"].to_numpy(),
+            "positive": acted["item_id"].map(titles).to_numpy(),
+            "task": SEARCH,
+        }
+    )
+    pairs = pairs.dropna(subset=["positive", "query"])
+    return pairs.sample(frac=1.0, random_state=settings.seed).reset_index(drop=True)
+
+
+def joint_pairs(settings: Settings, items: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Both tasks' pairs in one frame: the recommendation pairs, then the search pairs."""
+    frames = [training_pairs(settings, items), search_pairs(settings, items, as_of)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PAIR_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[PAIR_COLUMNS]
 
 
 def scoring_time(settings: Settings) -> pd.Timestamp:

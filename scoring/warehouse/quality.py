@@ -3,8 +3,10 @@
 Why it exists: the demo generator records every defect it injects (`_truth/defects.parquet`), so the
 quality rules can be scored exactly rather than eyeballed. A quarantine class is caught when the row's
 `source_row_number` is in `fct_quarantine` with the expected rule code; a repair class is caught when
-the item dimension holds the clean title, or a description without the leaked contact. Precision asks
-the reverse: of the rows a rule flagged, how many really had that defect.
+the item dimension holds the clean title, or a description without the leaked contact, or (search log)
+when a query with PII or markup reaches `fct_searches` in exactly the normal form the truth gives
+(`_truth/clean_queries.parquet`). Precision asks the reverse: of the rows a rule flagged, how many
+really had that defect. The search classes are scored when the raw folder has a search log.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ QUARANTINE_RULES: dict[tuple[str, str, str | None], str] = {
     ("events", "malformed_value", "event_at"): "malformed_timestamp",
     ("events", "malformed_value", "event_type"): "malformed_event_type",
     ("users", "duplicate", None): "duplicate_row",
+    ("searches", "empty_query", "query"): "empty_query",
+    ("searches", "oversized_query", "query"): "oversized_query",
+    ("searches", "bot_traffic", "user_id"): "bot_traffic",
+    ("searches", "unknown_item", "item_id"): "unknown_item",
+}
+# Search-log repairs: defect class -> (rule code, the staging flag that marks the rows it repaired).
+SEARCH_REPAIRS: dict[str, tuple[str, str]] = {
+    "pii_in_query": ("pii_in_query", "query_redacted"),
+    "markup_in_query": ("markup_in_query", "query_markup_stripped"),
 }
 SCORECARD_COLUMNS = [
     "table",
@@ -50,10 +61,17 @@ def _truth(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     )
 
 
-def _quarantine_rows(truth: pd.DataFrame, flagged: pd.DataFrame) -> list[dict]:
+def has_search_log(settings: Settings) -> bool:
+    """Whether the raw folder holds a search log (an optional table), so its defects can be scored."""
+    return (settings.resolved_raw_path / f"searches.{settings.raw_format}").exists()
+
+
+def _quarantine_rows(truth: pd.DataFrame, flagged: pd.DataFrame, relations: set[str]) -> list[dict]:
     """Recall and precision of each quarantine rule against the injected rows it should catch."""
     rows = []
     for (table, defect, column), rule in QUARANTINE_RULES.items():
+        if table not in relations:
+            continue
         injected = truth[(truth.table == table) & (truth.defect_class == defect)]
         if column is not None:
             injected = injected[injected.column == column]
@@ -121,6 +139,54 @@ def _repair_rows(settings: Settings, truth: pd.DataFrame, titles: pd.DataFrame, 
     ]
 
 
+def _search_repair_rows(settings: Settings, truth: pd.DataFrame) -> list[dict]:
+    """Search-log repairs: a query with PII or markup is kept, in exactly the truth's normal form.
+
+    Also one `(query normal form)` row: of every row the truth gives a clean query for (all rows not
+    quarantined for their text), how many staging normalised to exactly that text (recall), so case,
+    whitespace, markup and redaction are checked on the whole log, not only on the defective rows.
+    """
+    clean = pd.read_parquet(settings.resolved_raw_path / "_truth" / "clean_queries.parquet")
+    staged = tables.read(
+        settings,
+        "select s.source_row_number, s.query, s.query_redacted, s.query_markup_stripped,"
+        " f.row_key is not null as kept from staging.stg_shop__searches as s"
+        " left join fct_searches as f on s.row_key = f.row_key",
+    ).set_index("source_row_number")
+    expected = clean.set_index("row_number").clean_query
+    exact = staged["query"].reindex(expected.index).eq(expected)
+    rows = []
+    for defect, (rule, flag) in SEARCH_REPAIRS.items():
+        injected = set(truth[(truth.table == "searches") & (truth.defect_class == defect)].row_number)
+        flagged = set(staged.index[staged[flag]])
+        repaired = {row for row in injected if exact.get(row, False) and staged.kept.get(row, False)}
+        rows.append(
+            dict(
+                table="searches",
+                defect_class=defect,
+                column="query",
+                rule_code=rule,
+                injected=len(injected),
+                caught=len(repaired),
+                flagged=len(flagged),
+                false_flags=len(flagged - injected),
+            )
+        )
+    rows.append(
+        dict(
+            table="searches",
+            defect_class="(query normal form)",
+            column="query",
+            rule_code="normalise_query",
+            injected=len(expected),
+            caught=int(exact.sum()),
+            flagged=len(expected),
+            false_flags=0,
+        )
+    )
+    return rows
+
+
 def defect_scorecard(settings: Settings) -> pd.DataFrame:
     """One row per defect class: injected, caught, flagged, precision and recall (1.0 is the target).
 
@@ -133,10 +199,13 @@ def defect_scorecard(settings: Settings) -> pd.DataFrame:
         "select q.relation, q.source_row_number, r.rule_code from fct_quarantine_rules as r"
         " inner join fct_quarantine as q on r.row_key = q.row_key",
     )
-    rows = _quarantine_rows(truth, flagged)
+    scored = {"events", "items", "users"} | ({"searches"} if has_search_log(settings) else set())
+    rows = _quarantine_rows(truth, flagged, scored)
     rows += _repair_rows(settings, truth, titles, descs)
+    if "searches" in scored:
+        rows += _search_repair_rows(settings, truth)
     quarantined = tables.read(settings, "select relation, source_row_number from fct_quarantine")
-    for table in ("events", "items", "users"):
+    for table in sorted(scored):
         defective = set(truth[(truth.table == table) & (truth.expected == "quarantine")].row_number)
         held = set(quarantined[quarantined.relation == table].source_row_number)
         rows.append(

@@ -1,6 +1,7 @@
 -- Every rejected raw row of every relation, with the rules it broke and its raw values: nothing is
--- dropped silently. Users' raw values are limited to non-PII columns in staging; items and users that
--- staging derived from the events have no raw row and are never quarantined.
+-- dropped silently. Users' raw values are limited to non-PII columns in staging, and search queries'
+-- raw values are PII-redacted there like every other; items and users that staging derived from the
+-- events have no raw row and are never quarantined.
 
 select source_name, 'events' as relation, row_key, source_row_number, rule_codes, raw_values
 from {{ ref('int_events_checked') }}
@@ -13,3 +14,7 @@ union all
 select source_name, 'users', row_key, source_row_number, rule_codes, raw_values
 from {{ ref('stg_users') }}
 where rule_codes is not null
+union all
+select source_name, 'searches', row_key, source_row_number, rule_codes, raw_values
+from {{ ref('int_searches_checked') }}
+where not is_clean

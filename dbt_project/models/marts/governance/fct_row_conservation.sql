@@ -1,7 +1,7 @@
 -- Raw rows = clean rows + quarantined rows, per relation. The deliberate exception to "only staging reads
 -- sources": raw counts are read straight from the active adapter's raw files (raw_relations), so a row
--- lost anywhere in staging shows up here (and fails assert_rows_conserved). An optional table whose file
--- is not there (items, users) has no row here.
+-- lost anywhere in staging shows up here (and fails assert_rows_conserved). A table whose file is not
+-- there (items, users, searches; events in a search-only build) has no row here.
 
 with raw_counts as (
 
@@ -23,6 +23,9 @@ clean_counts as (
     select 'items', count(*) from {{ ref('stg_items') }} where rule_codes is null and not is_derived
     union all
     select 'users', count(*) from {{ ref('stg_users') }} where rule_codes is null and not is_derived
+    union all
+    -- The clean search rows as the mart holds them, so a row lost between the rules and the mart shows too.
+    select 'searches', count(*) from {{ ref('fct_searches') }}
 
 ),
 
