@@ -9,8 +9,8 @@ the base encoder keeps the catalogue's (cached) zero-shot embeddings valid, so o
 through the encoder; and because the item vectors are fixed, every step can use the full softmax over the
 whole catalogue instead of in-batch negatives, which is the exact retrieval task the evaluation measures.
 The query encoder starts from the same bundled all-MiniLM-L6-v2 and is a normal SentenceTransformer, so
-everything downstream (FAISS, the hybrid retriever, the ranker) is unchanged. `mode=shared` in the settings
-runs the pipeline's own symmetric fine-tuning instead, for a host with a GPU.
+everything downstream (FAISS, the hybrid retriever, the ranker) is unchanged. (The nightly job's
+`make score` keeps the symmetric, joint fine-tuning: its catalogues are small enough to re-embed.)
 """
 
 from __future__ import annotations
