@@ -61,9 +61,24 @@ user_recommendations = FeatureView(
         Field(
             name="sources",
             dtype=Array(String),
-            description="Why each item was a candidate: repeat, co_purchase, embedding, als or popular.",
+            description="Which candidate source proposed each item first (retrieval/candidates.py SOURCES).",
         ),
-        Field(name="run_id", dtype=String, description="The scoring run that published the list."),
+        Field(
+            name="reasons",
+            dtype=Array(String),
+            description="A reason a shopper can read for each item, e.g. 'You bought this 3 times, last 12 "
+            "days ago' or 'Often bought with <title>, which you bought'.",
+        ),
+        Field(
+            name="discover_item_ids",
+            dtype=Array(String),
+            description="The discover list: the best items the user never bought, best first.",
+        ),
+        Field(
+            name="discover_scores", dtype=Array(Float32), description="Ranker score of each discover item."
+        ),
+        Field(name="discover_reasons", dtype=Array(String), description="A reason for each discover item."),
+        Field(name="run_id", dtype=String, description="The scoring run that published the lists."),
     ],
     source=FileSource(
         name="user_recommendations_source",
@@ -72,7 +87,8 @@ user_recommendations = FeatureView(
         description="Written by `make score` (scoring/pipeline/publish.py), one row per user and run.",
     ),
     online=True,
-    description="Each active user's top-N recommendations, as the last successful run published them.",
+    description="Each active user's top-N recommendations (repeats allowed) and discover list (never "
+    "bought), each item with a reason, as the last successful run published them.",
     owner=OWNER,
     tags={"producer": "scoring", "team": "recsys"},
 )
@@ -117,7 +133,7 @@ ranking_v1 = FeatureService(
 recommendations_v1 = FeatureService(
     name="recommendations_v1",
     features=[user_recommendations],
-    description="A user's published top-N recommendations with scores and candidate sources.",
+    description="A user's published top-N and discover lists with scores, candidate sources and reasons.",
     owner=OWNER,
     tags={"version": "1", "consumer": "storefront"},
 )

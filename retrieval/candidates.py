@@ -1,10 +1,17 @@
 """Candidate sources a shopper would expect, merged per user before ranking.
 
 - embedding: FAISS top-K items for the user's history embedding (the fine-tuned two-tower model);
-- repeat: everything the user bought before (repeat purchases dominate gift and grocery shops);
+- repeat: everything the user bought before, scored by time-decayed repurchase (repeat purchases dominate
+  gift and grocery shops);
 - co_purchase: item-kNN, items bought by the same users as the user's items (cosine, binary);
 - als: implicit-feedback matrix factorisation (implicit's ALS) over purchase counts;
+- ease: EASE's top items the user never bought (retrieval/item_models.py);
+- tifu: TIFU-KNN's top items (the user's decayed baskets blended with their nearest neighbours');
 - popular: the items most bought in the last 30 days.
+
+Besides the sources' own columns (0 where a source did not propose the item), every candidate carries its
+EASE and TIFU-KNN scores (`ease_score`, `tifu_score`), whichever source proposed it: the ranker reads them
+as features for repeats and novel items alike.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from retrieval import index as faiss_index
+from retrieval import item_models
 
-SOURCES = ("repeat", "co_purchase", "embedding", "als", "popular")
+SOURCES = ("repeat", "co_purchase", "embedding", "als", "ease", "tifu", "popular")
+MODEL_SCORES = ("ease_score", "tifu_score")
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,10 @@ class Budget:
     als_regularization: float = 0.05
     als_iterations: int = 15
     popular_days: int = 30
+    half_life_days: float = 90.0
+    ease_lambda: float = 200.0
+    ease_max_items: int = 20_000
+    tifu: item_models.TifuParams = item_models.TifuParams()
 
 
 @dataclass(frozen=True)
@@ -138,14 +151,33 @@ def co_purchase(matrix: sp.csr_matrix, user_ids, item_ids, k: int, batch: int = 
     return pd.concat(frames, ignore_index=True)
 
 
-def repeat(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Every item the user bought, scored by purchase count discounted by age."""
-    grouped = lines.groupby(["user_id", "item_id"], as_index=False).agg(
-        times=("ordered_at", "size"), last=("ordered_at", "max")
-    )
-    age_days = (as_of - grouped["last"]).dt.total_seconds() / 86400
-    grouped["source_score"] = (np.log1p(grouped["times"]) * np.exp(-age_days / 90)).astype(np.float32)
+def repeat(lines: pd.DataFrame, as_of: pd.Timestamp, half_life_days: float) -> pd.DataFrame:
+    """Every item the user bought, scored by time-decayed repurchase: each past purchase counts
+    2^(-age / half-life)."""
+    age_days = (as_of - lines["ordered_at"]).dt.total_seconds() / 86400
+    weighted = lines[["user_id", "item_id"]].assign(source_score=np.exp2(-age_days / half_life_days))
+    grouped = weighted.groupby(["user_id", "item_id"], as_index=False)["source_score"].sum()
+    grouped["source_score"] = grouped["source_score"].astype(np.float32)
     return grouped.assign(source="repeat")[["user_id", "item_id", "source", "source_score"]]
+
+
+def from_matrix(
+    scores: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, k: int, source: str, exclude=None
+) -> pd.DataFrame:
+    """The k best items per row of a dense users x items score matrix (positive scores only), skipping
+    the non-zero cells of `exclude` (the user's own items)."""
+    scores = scores.copy()
+    if exclude is not None:
+        scores[exclude.nonzero()] = -np.inf
+    positions, values = top_k_rows(scores, k)
+    return _long(user_ids, item_ids, positions, np.where(np.isfinite(values), values, 0.0), source)
+
+
+def lookup(scores: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+    """Each (user, item) row's cell of a dense users x items score matrix."""
+    rows = pd.Index(user_ids).get_indexer(frame["user_id"])
+    cols = pd.Index(item_ids).get_indexer(frame["item_id"])
+    return scores[rows, cols].astype(np.float32)
 
 
 def popular(
@@ -200,11 +232,29 @@ def generate(
     user_factors, item_factors = als_factors(
         counts, budget.als_dim, budget.seed, budget.als_regularization, budget.als_iterations
     )
+    everyone = np.array(sorted(before["user_id"].unique()))
+    rows = pd.Index(everyone).get_indexer(user_ids)
+    tifu_vectors = item_models.tifu_user_vectors(
+        before.assign(basket=before["ordered_at"]), everyone, item_ids, budget.tifu
+    )
+    tifu = np.zeros((len(user_ids), len(item_ids)), dtype=np.float32)
+    known = rows >= 0
+    tifu[known] = item_models.tifu_scores(tifu_vectors, rows[known], budget.tifu)
+    if len(item_ids) <= budget.ease_max_items:
+        weights = item_models.ease_weights(user_item_matrix(before, everyone, item_ids), budget.ease_lambda)
+        ease = item_models.ease_scores(binary, weights)
+    else:
+        ease = np.zeros((len(user_ids), len(item_ids)), dtype=np.float32)
     frames = [
         embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k),
-        repeat(before[before["user_id"].isin(set(user_ids))], as_of),
+        repeat(before[before["user_id"].isin(set(user_ids))], as_of, budget.half_life_days),
         co_purchase(binary, user_ids, item_ids, budget.k),
         als(user_factors, item_factors, user_ids, item_ids, budget.k),
+        from_matrix(ease, user_ids, item_ids, budget.k, "ease", exclude=binary),
+        from_matrix(tifu, user_ids, item_ids, budget.k, "tifu"),
         popular(before, user_ids, as_of, budget.popular_k, budget.popular_days),
     ]
-    return merge(frames)
+    merged = merge(frames)
+    merged["ease_score"] = lookup(ease, user_ids, item_ids, merged)
+    merged["tifu_score"] = lookup(tifu, user_ids, item_ids, merged)
+    return merged

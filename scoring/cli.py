@@ -1,7 +1,8 @@
 """`aisle`: the one command line; the Makefile's targets call its subcommands.
 
 A known failure (scoring.errors.AisleError: a broken raw contract, a failed dbt build, a run already in
-progress, a failed publishing check) prints one message and exits 1; anything else keeps its traceback.
+progress, a failed publishing check, the publish gate's refusal) prints one message and exits 1;
+anything else keeps its traceback.
 Every command that writes to the workspace holds its lock (scoring/pipeline/lock.py).
 """
 
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
     elif command == "score":
         from scoring.pipeline.job import run
 
-        run(settings)
+        run(settings.model_copy(update={"force_publish": True}) if args.force_publish else settings)
     elif command == "stage":
         from scoring.pipeline.stages import rerun
 
@@ -72,7 +73,12 @@ def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aisle", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("score", help="the whole nightly job (make score)")
+    score = commands.add_parser("score", help="the whole nightly job (make score)")
+    score.add_argument(
+        "--force-publish",
+        action="store_true",
+        help="publish even if the publish gate refuses the run (AISLE_FORCE_PUBLISH=1); the manifest says so",
+    )
     commands.add_parser("generate", help="write the demo shop's raw files")
     commands.add_parser(
         "features", help="dbt build, feast apply and materialize in a new build, then swap it in"
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "evaluate-search", help="search evaluation on Home Depot (make evaluate-search)", add_help=False
     )
-    commands.add_parser("report", help="the data-quality report (make report)", add_help=False)
+    commands.add_parser("report", help="the data-quality and runs pages (make report)", add_help=False)
     commands.add_parser("bench", help="speed and memory benchmarks (make bench)", add_help=False)
     commands.add_parser("env", help="print the environment for running dbt/feast by hand (eval it)")
     commands.add_parser("serve", help="Feast's HTTP feature server on AISLE_FEAST_HOST:AISLE_FEAST_PORT")

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     demo_seed: int = 42
     demo_defect_rate: float = 0.01
     demo_end_date: str = Field("2026-10-31", description="The demo shop's last day (fixed, not the clock).")
+    # --- demo shop cadence (H5: grocery demo and the evaluation's shops) ------------------------
+    demo_cadence: Literal["gift", "grocery"] = Field(
+        "gift",
+        description="How the demo's shoppers come back: gift (now and then) or grocery (a basket of staples "
+        "reordered every week or two); scoring/ingest/demo_shop.py CADENCES.",
+    )
 
     # --- governance rules (dbt reads them from the environment `environ()` exports) -------------
     max_line_quantity: int = Field(5000, description="Lines with more units are quantity outliers.")
@@ -103,14 +109,74 @@ class Settings(BaseSettings):
     ranker_objective: Literal["binary", "lambdarank"] = Field(
         "binary", description="LightGBM objective of the ranker (see scoring/ranking/rank.py)."
     )
-    label_window_days: int = Field(
-        60, description="The ranker learns from purchases in this many days before the scoring time."
+    label_window_days: int | None = Field(
+        None,
+        ge=1,
+        description="The ranker learns from purchases in this many days before the scoring time; unset, "
+        "the shop's cadence decides (training_data.label_window_days).",
+    )
+    label_return_quantile: float = Field(
+        0.95, gt=0, lt=1, description="Cadence: the label window spans this quantile of return gaps."
+    )
+    label_window_min_days: int = Field(14, ge=1, description="The shortest label window the cadence picks.")
+    label_window_max_days: int = Field(
+        180, ge=1, description="The longest label window the cadence may pick."
     )
     ranker_learning_rate: float = 0.05
     ranker_num_leaves: int = 31
     ranker_min_data_in_leaf: int = 20
     ranker_rounds: int = Field(300, description="LightGBM boosting rounds of the ranker.")
     threads: int = Field(2, description="Threads LightGBM uses (the machine's cores).")
+    # --- the field's peers as sources and features, and the ranker's holdout (lead) -----------------------
+    tune_sources: bool = Field(
+        True,
+        description="Tune EASE, decayed repurchase and TIFU-KNN on the label window each run (else the "
+        "values below are used as they are).",
+    )
+    ease_lambda: float = Field(200.0, gt=0, description="EASE's L2 penalty.")
+    ease_max_items: int = Field(
+        20_000, ge=0, description="EASE is dense items x items: above this many items it is not fitted."
+    )
+    repurchase_half_life_days: float = Field(
+        240.0, gt=0, description="A past purchase's weight halves every this many days (the repeat source)."
+    )
+    tifu_neighbours: int = Field(100, ge=0, description="TIFU-KNN's nearest users (k).")
+    tifu_alpha: float = Field(0.5, ge=0, le=1, description="TIFU-KNN's weight of the user's own vector.")
+    tifu_r_basket: float = Field(0.9, gt=0, le=1, description="TIFU-KNN's decay between baskets of a group.")
+    tifu_r_group: float = Field(0.7, gt=0, le=1, description="TIFU-KNN's decay between groups of baskets.")
+    tifu_group_size: int = Field(7, ge=1, description="TIFU-KNN's baskets per group (m).")
+    ranker_split_repeat: bool = Field(
+        False,
+        description="Two binary rankers, one for items the user bought and one for the rest, each "
+        "estimating P(bought) on its own rows (needs the binary objective).",
+    )
+    holdout_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of the label window's users (by a hash of the id) kept out of the ranker's "
+        "training: its AUC and NDCG, and the publish gate, are measured on them.",
+    )
+    evaluation_validation_days: int = Field(
+        90, ge=7, description="Days at the end of the evaluation's train window that tune the peers."
+    )
+
+    # --- select (H4): the published lists, their diversity and reasons (scoring/ranking/select.py) ------
+    diversity: Literal["none", "mmr", "category_cap"] = Field(
+        "none",
+        description="Diversify the top list: maximal marginal relevance over categories, or a cap of items "
+        "per category; none keeps the ranker's order.",
+    )
+    diversity_lambda: float = Field(
+        0.3, ge=0, le=1, description="MMR's weight of category diversity against relevance; 0 ranks plainly."
+    )
+    category_cap: int = Field(3, ge=1, description="Most items of one category in a top list (category_cap).")
+    discover_n: int = Field(
+        20, ge=0, description="Items in each user's discover list (never bought before); 0 publishes none."
+    )
+    reason_min_co_buyers: int = Field(
+        2, ge=1, description="Shoppers who bought both items before a reason says 'often bought with'."
+    )
 
     # --- evaluation profile (`make evaluate` on Online Retail) ---------------------------------
     evaluation_finetune_steps: int = Field(
@@ -208,6 +274,32 @@ class Settings(BaseSettings):
     search_evaluation_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the terms.")
     search_evaluation_cache_dir: Path | None = Field(
         None, description="Where zero-shot item embeddings of the evaluation are cached (outside the repo)."
+    )
+
+    # --- run-over-run monitor (H3: stage `monitor`, scoring/reports/monitor.py, docs/monitoring.md) ------
+    drift_bins: int = Field(
+        10, ge=2, description="Quantile bins of each feature's profile, the bins drift (PSI) is measured on."
+    )
+    drift_alert_psi: float = Field(
+        0.2, gt=0, description="A feature whose PSI against the last promoted run reaches this is an alert."
+    )
+
+    # --- publish gate (H2: stage `gate`, scoring/pipeline/gate.py) ---------------------------------------
+    gate_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="The gate refuses a run whose holdout NDCG@top_n is below the last promoted run's or the "
+        "best simple peer's by more than this share (relative).",
+    )
+    gate_min_users: int = Field(
+        50,
+        ge=1,
+        description="Fewer held-out buyers than this are too few to judge a run on (a few percent is noise "
+        "there): the gate records its figures, says `unjudged` and lets the run through.",
+    )
+    force_publish: bool = Field(
+        False, description="Publish even when the gate refuses (`aisle score --force-publish`); recorded."
     )
 
     # --- serving ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_co_purchase_proposes_items_bought_by_similar_users_never_own_items() ->
 
 
 def test_repeat_scores_frequent_recent_items_higher() -> None:
-    rep = cand.repeat(_lines(), AS_OF)
+    rep = cand.repeat(_lines(), AS_OF, half_life_days=90.0)
     score = rep.set_index(["user_id", "item_id"])["source_score"]
     assert score[("u3", "a")] > score[("u1", "a")]  # twice and recent beats once and older
     assert score[("u4", "d")] < score[("u1", "a")]  # months old decays

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.ingest.demo_shop import generate
+from scoring.ingest.demo_shop import CADENCES, generate
 from scoring.ingest.raw_contract import CONTRACT
 
 RATE = 0.02
@@ -40,14 +40,15 @@ EMAIL = re.compile(r"[a-z0-9._]+@example\.(?:com|org|net)")
 PHONE = re.compile(r"\+44 7700 900\d{3}")
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One small shop shared by the read-only tests (generation is the slow part)."""
-    out = tmp_path_factory.mktemp("shop")
-    summary = generate(out, **SMALL)
+@pytest.fixture(scope="module", params=sorted(CADENCES))
+def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One small shop per cadence shared by the read-only tests (generation is the slow part): every
+    guarantee on defects and clean rows holds whatever the shoppers' rhythm."""
+    out = tmp_path_factory.mktemp(f"shop-{request.param}")
+    summary = generate(out, **SMALL, cadence=request.param)
     tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in ("events", "items", "users")}
     truth = pd.read_parquet(out / "_truth/defects.parquet")
-    return {"dir": out, "summary": summary, "truth": truth, **tables}
+    return {"dir": out, "summary": summary, "truth": truth, "cadence": request.param, **tables}
 
 
 def _defective(shop: dict, table: str, defect: str | None = None) -> pd.DataFrame:
@@ -106,7 +107,9 @@ def test_truth_schema(shop: dict) -> None:
 def test_row_counts_match_summary(shop: dict) -> None:
     summary = shop["summary"]
     assert json.loads((shop["dir"] / "_truth/summary.json").read_text()) == summary
-    assert summary["parameters"] == SMALL | {"end_date": "2026-10-31"}
+    # The default cadence is not recorded, so gift shops written before the setting stay current.
+    cadence = {} if shop["cadence"] == "gift" else {"cadence": shop["cadence"]}
+    assert summary["parameters"] == SMALL | {"end_date": "2026-10-31"} | cadence
     for name, count in summary["row_counts"].items():
         assert pq.read_metadata(shop["dir"] / name).num_rows == count, name
     assert (
@@ -250,7 +253,7 @@ def test_clean_items_and_users_carry_no_text_defects(shop: dict) -> None:
 def test_orders_and_returns_are_consistent(shop: dict) -> None:
     clean = _clean(shop, "events")
     purchases = clean[clean.event_type == "purchase"]
-    assert purchases.groupby("order_id").size().between(1, 6).all()
+    assert purchases.groupby("order_id").size().between(1, CADENCES[shop["cadence"]].max_order_lines).all()
     assert purchases.groupby("order_id").user_id.nunique().eq(1).all()
     returns = clean[clean.event_type == "return"]
     assert len(returns) > 0
@@ -298,3 +301,51 @@ def test_history_beats_popularity(tmp_path: Path) -> None:
     assert len(held_out) >= 300
     assert personal >= popularity + 0.1, (personal, popularity)
     assert personal >= 1.3 * popularity, (personal, popularity)
+
+
+# --- cadence ------------------------------------------------------------------------------------------------
+def _purchases(out: Path) -> pd.DataFrame:
+    """Clean purchase lines with their time, sorted by user, item and time."""
+    events = pd.read_parquet(out / "events.parquet")
+    truth = pd.read_parquet(out / "_truth/defects.parquet")
+    clean = events.drop(index=truth[truth.table == "events"].row_number)
+    bought = clean[clean.event_type == "purchase"].assign(
+        at=lambda f: pd.to_datetime(f.event_at, format=STAMP)
+    )
+    return bought.sort_values(["user_id", "item_id", "at"])
+
+
+def _rhythm(out: Path) -> tuple[float, float]:
+    """Median days between a user's purchases of the same item, and the share of lines re-buying an item."""
+    bought = _purchases(out)
+    gaps = bought.groupby(["user_id", "item_id"]).at.diff().dt.total_seconds() / 86_400
+    return float(gaps.median()), float(bought.duplicated(["user_id", "item_id"]).mean())
+
+
+def test_grocery_shoppers_reorder_staples_every_week_or_two(tmp_path: Path) -> None:
+    generate(tmp_path / "gift", **SMALL)
+    generate(tmp_path / "grocery", **SMALL, cadence="grocery")
+    gift_gap, gift_repeats = _rhythm(tmp_path / "gift")
+    grocery_gap, grocery_repeats = _rhythm(tmp_path / "grocery")
+    assert 6 <= grocery_gap <= 14, grocery_gap
+    assert grocery_gap <= 0.75 * gift_gap, (grocery_gap, gift_gap)
+    assert grocery_repeats >= gift_repeats + 0.25, (grocery_repeats, gift_repeats)
+    # More frequent visits: more orders per buying shopper.
+    orders = {c: _purchases(tmp_path / c).groupby("user_id").order_id.nunique().mean() for c in CADENCES}
+    assert orders["grocery"] >= 2 * orders["gift"], orders
+
+
+def test_grocery_shop_is_deterministic_and_differs_from_gift(tmp_path: Path) -> None:
+    args = dict(n_users=150, n_items=60, days=60, seed=3, cadence="grocery")
+    generate(tmp_path / "a", **args)
+    generate(tmp_path / "b", **{**args, "cadence": "gift"})
+    generate(tmp_path / "b", **args)  # overwrite the gift shop in place
+    generate(tmp_path / "gift", **{**args, "cadence": "gift"})
+    for name in FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a/events.parquet").read_bytes() != (tmp_path / "gift/events.parquet").read_bytes()
+
+
+def test_an_unknown_cadence_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cadence"):
+        generate(tmp_path, n_users=10, n_items=20, days=10, cadence="weekly")

@@ -28,8 +28,18 @@ def _digest(path: Path) -> str:
 
 def test_every_active_user_gets_n_known_recommendations(scored_workspace) -> None:
     settings, _ = scored_workspace
-    recs = pd.read_parquet(settings.published_recommendations)
-    assert list(recs.columns[:5]) == ["user_id", "item_id", "rank", "score", "source"]
+    published = pd.read_parquet(settings.published_recommendations)
+    assert list(published.columns) == [
+        "user_id",
+        "item_id",
+        "rank",
+        "score",
+        "source",
+        "list",
+        "reason",
+        "run_id",
+    ]
+    recs = published[published["list"] == "top"]
     active = tables.read(settings, "select distinct user_id from fct_user_histories")["user_id"]
     items = tables.read(settings, "select item_id from dim_items")["item_id"]
     counts = recs.groupby("user_id")["item_id"].nunique()
@@ -88,7 +98,8 @@ def test_published_lists_are_served_by_feast_and_match_duckdb(scored_workspace) 
     settings, _ = scored_workspace
     recs = pd.read_parquet(settings.published_recommendations)
     user = recs["user_id"].iloc[0]
-    expected = recs[recs["user_id"] == user].sort_values("rank")["item_id"].tolist()
+    top = recs[(recs["user_id"] == user) & (recs["list"] == "top")].sort_values("rank")
+    expected = top["item_id"].tolist()
     fs = feature_store.store(settings)
     online = fs.get_online_features(
         features=fs.get_feature_service("recommendations_v1"), entity_rows=[{"user_id": user}]
@@ -96,10 +107,12 @@ def test_published_lists_are_served_by_feast_and_match_duckdb(scored_workspace) 
     assert online["item_ids"][0] == expected
     assert len(online["scores"][0]) == len(expected)
     with duckdb.connect(str(settings.published_dir / "serving.duckdb"), read_only=True) as con:
-        table = con.sql("select user_id, item_id, rank from recommendations order by user_id, rank").df()
+        table = con.sql("select user_id, list, item_id, rank from recommendations order by 1, 2, 4").df()
     pd.testing.assert_frame_equal(
         table.reset_index(drop=True),
-        recs[["user_id", "item_id", "rank"]].sort_values(["user_id", "rank"]).reset_index(drop=True),
+        recs[["user_id", "list", "item_id", "rank"]]
+        .sort_values(["user_id", "list", "rank"])
+        .reset_index(drop=True),
         check_dtype=False,
     )
 

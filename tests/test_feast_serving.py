@@ -91,8 +91,9 @@ def _latest(settings: Settings, mart: str, keys: list[str]) -> pd.DataFrame:
 
 
 def _recommendations(settings: Settings) -> pd.DataFrame:
-    """The published long-format file, one row per (user, rank)."""
-    return pd.read_parquet(settings.published_recommendations).sort_values(["user_id", "rank"])
+    """The published long-format file's top lists, one row per (user, rank)."""
+    recs = pd.read_parquet(settings.published_recommendations)
+    return recs[recs["list"] == "top"].sort_values(["user_id", "rank"])
 
 
 def _assert_server_still_serves(server: FeatureServer, user: str) -> None:
@@ -187,6 +188,10 @@ def _forged_writes(user: str) -> dict[str, dict]:
                 "item_ids": [["EVIL1", "EVIL2"]],
                 "scores": [[9.0, 9.0]],
                 "sources": [["forged", "forged"]],
+                "reasons": [["forged", "forged"]],
+                "discover_item_ids": [["EVIL3"]],
+                "discover_scores": [[9.0]],
+                "discover_reasons": [["forged"]],
                 "run_id": ["forged"],
                 "event_timestamp": ["2030-01-01T00:00:00"],
             },

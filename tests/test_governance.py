@@ -15,23 +15,13 @@ import pytest
 
 from scoring.features import feature_store
 from scoring.ingest import demo_shop
+from scoring.reports.quality_index import DIMENSIONS
 from scoring.settings import DBT_DIR, Settings
 from scoring.warehouse import dbt, tables
 from scoring.warehouse.quality import defect_scorecard
 from tests.conftest import tiny_settings
 
 pytestmark = pytest.mark.integration  # dbt builds of the demo shop
-
-DIMENSIONS = {
-    "completeness",
-    "uniqueness",
-    "validity",
-    "consistency",
-    "timeliness",
-    "integrity",
-    "balance",
-    "privacy",
-}
 
 
 def _assert_perfect(card: pd.DataFrame) -> None:
@@ -125,7 +115,7 @@ def test_every_data_test_names_its_quality_dimension(manifest: dict) -> None:
     """Audits are grouped by dimension (the README's data governance): each data test has exactly one
     dimension tag."""
     tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]
-    untagged = [t["name"] for t in tests if len(set(t["tags"]) & DIMENSIONS) != 1]
+    untagged = [t["name"] for t in tests if len(set(t["tags"]) & set(DIMENSIONS)) != 1]
     assert tests and not untagged, f"tests without exactly one dimension tag: {untagged}"
     severities = {t["config"]["severity"].lower() for t in tests}
     assert severities == {"error", "warn"}

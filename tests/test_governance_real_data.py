@@ -60,9 +60,7 @@ def test_build_reconciles_with_the_published_figures(retail: dict) -> None:
 
 
 def test_quarantined_rows_trace_back_to_their_raw_lines(retail: dict, online_retail_path: Path) -> None:
-    quarantine = tables.read(
-        retail["settings"], "select source_row_number, raw_values from fct_quarantine"
-    )
+    quarantine = tables.read(retail["settings"], "select source_row_number, raw_values from fct_quarantine")
     with gzip.open(online_retail_path, "rt") as f:
         raw = pd.read_csv(f, dtype=str, keep_default_na=False)
     lines = raw.iloc[quarantine.source_row_number]

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.ranking import rank
+from scoring.ranking import rank, select
+from scoring.settings import Settings
 
 
 def _synthetic(n_users: int = 60, per_user: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -34,32 +35,58 @@ def test_learned_ranker_puts_what_gets_bought_first_and_reports_importances(obje
     train, test = _synthetic(seed=1), _synthetic(seed=2)
     ranker = rank.Ranker(objective=objective, seed=3).fit(train, train["bought"].to_numpy())
     test["score"] = ranker.predict(test)
-    top = rank.top_n(test, n=3)
+    top = select.top_lists(test, 3, Settings())
     hits = top.merge(test[["user_id", "item_id", "bought"]])["bought"].mean()
     assert hits > 0.6  # a random top 3 would hit about 0.1
     importances = ranker.importances()
     assert set(importances) == set(rank.FEATURES)
     assert sum(importances.values()) == pytest.approx(1.0, abs=1e-3)
     assert list(importances)[0] in {"repeat", "co_purchase"}
-    assert ranker.stats["positives"] == int(train["bought"].sum())
+    assert ranker.stats["all"]["positives"] == int(train["bought"].sum())
+
+
+def test_a_split_ranker_learns_repeats_and_new_items_apart_and_survives_a_save(tmp_path) -> None:
+    """Where bought-before items follow one signal and new items another, one model per segment learns
+    both; the saved pair loads back and scores the same."""
+    train, test = _synthetic(seed=1), _synthetic(seed=2)
+    for frame in (train, test):
+        bought_before = np.arange(len(frame)) % 3 == 0
+        frame["repeat"] = np.where(bought_before, frame["repeat"] + 0.01, 0.0)
+        signal = np.where(bought_before, frame["tifu_score"], frame["ease_score"])
+        frame["bought"] = (signal > 0.8).astype(np.int8)
+    ranker = rank.Ranker(seed=3, split_repeat=True).fit(train, train["bought"].to_numpy())
+    assert set(ranker.models) == {"repeat", "new"}
+    assert ranker.stats["repeat"]["positives"] + ranker.stats["new"]["positives"] == train["bought"].sum()
+    test["score"] = ranker.predict(test)
+    for name in rank.SEGMENTS:
+        part = test[rank.segment(test) == name]
+        assert part.groupby("bought")["score"].mean().diff().iloc[-1] > 0.3
+    ranker.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranker_new.txt", "ranker_repeat.txt"]
+    loaded = rank.Ranker.load(tmp_path)
+    np.testing.assert_allclose(loaded.predict(test), test["score"])
+    rank.Ranker(seed=3).fit(train, train["bought"].to_numpy()).save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ranker.txt"]
+
+
+def test_the_holdout_is_a_stable_share_of_users() -> None:
+    users = pd.Series([f"u{i}" for i in range(2000)]).repeat(3)
+    held = rank.held_out(users, 0.2)
+    per_user = pd.Series(held).groupby(users.to_numpy()).agg(["min", "max"])
+    assert (per_user["min"] == per_user["max"]).all()  # a user is held out whole
+    assert 0.17 < per_user["min"].mean() < 0.23
+    assert (rank.held_out(users.iloc[::-1], 0.2)[::-1] == held).all()  # order does not matter
+
+
+def test_holdout_ndcg_counts_purchases_never_proposed_as_misses() -> None:
+    holdout = pd.DataFrame(
+        {"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "c"], "score": [0.9, 0.1, 0.5]}
+    )
+    truth = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "z"]})
+    assert rank.holdout_ndcg(holdout, truth, "score", k=2) == pytest.approx(0.5)  # u1 perfect, u2 missed
 
 
 def test_ranker_refuses_a_window_without_purchases() -> None:
     frame = _synthetic()
     with pytest.raises(ValueError, match="label window"):
         rank.Ranker().fit(frame, np.zeros(len(frame), dtype=np.int8))
-
-
-def test_top_n_ranks_per_user_from_one() -> None:
-    frame = pd.DataFrame(
-        {
-            "user_id": ["u1", "u1", "u1", "u2"],
-            "item_id": ["a", "b", "c", "x"],
-            "score": [0.1, 0.9, 0.5, 0.3],
-            "source": ["repeat", "embedding", "popular", "embedding"],
-        }
-    )
-    top = rank.top_n(frame, n=2)
-    assert list(top.columns) == ["user_id", "item_id", "rank", "score", "source"]
-    assert top[top.user_id == "u1"]["item_id"].tolist() == ["b", "c"]
-    assert top.groupby("user_id")["rank"].apply(list).to_dict() == {"u1": [1, 2], "u2": [1]}

@@ -76,13 +76,17 @@ def _restate(settings: Settings, user: str, item: str, price: str, gone: str) ->
     new = items.iloc[[0]].assign(item_id=NEW_ITEM, title="Brand New Teapot", description=None)
     pd.concat([items[items["item_id"] != gone], new]).to_parquet(raw / "items.parquet", index=False)
     events = pd.read_parquet(raw / "events.parquet")
-    late = events[events["user_id"] == user].iloc[[0]].assign(
-        item_id=item,
-        event_type="purchase",
-        event_at="2026-10-20 12:00:00",
-        quantity="1",
-        unit_price=price,
-        order_id="O9999001",
+    late = (
+        events[events["user_id"] == user]
+        .iloc[[0]]
+        .assign(
+            item_id=item,
+            event_type="purchase",
+            event_at="2026-10-20 12:00:00",
+            quantity="1",
+            unit_price=price,
+            order_id="O9999001",
+        )
     )
     pd.concat([events[events["item_id"] != gone], late]).to_parquet(raw / "events.parquet", index=False)
 
@@ -114,7 +118,15 @@ def test_a_rebuild_serves_the_latest_values_over_http(shop: Settings) -> None:
 def _recommendations(users: list[str], items: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"user_id": u, "item_id": i, "rank": r + 1, "score": 1.0 - r / 10, "source": "popular"}
+            {
+                "user_id": u,
+                "item_id": i,
+                "rank": r + 1,
+                "score": 1.0 - r / 10,
+                "source": "popular",
+                "list": "top",
+                "reason": "Popular this month",
+            }
             for u in users
             for r, i in enumerate(items[:3])
         ]

@@ -56,8 +56,10 @@ def test_aisle_report_writes_where_it_is_told(
     monkeypatch.setenv("AISLE_DATA_DIR", str(workspace.data_dir))
     out = tmp_path / "page.html"
     cli.main(["--out", str(out)])
-    assert capsys.readouterr().out.strip() == str(out)
+    # The runs page goes beside it (tests/test_runs_report.py covers its content).
+    assert capsys.readouterr().out.split() == [str(out), str(tmp_path / "runs.html")]
     assert out.read_text().count("Plotly.newPlot") == len(TITLES)
+    assert (tmp_path / "runs.html").exists()
 
 
 def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_path: Path) -> None:

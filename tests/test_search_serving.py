@@ -248,7 +248,11 @@ def test_a_known_shopper_gets_a_personalised_answer(search_server) -> None:
 
 def test_online_lookups_are_unchanged_in_the_same_server(search_server) -> None:
     workspace, _, server = search_server
-    recs = pd.read_parquet(workspace.published_recommendations).sort_values(["user_id", "rank"])
+    recs = (
+        pd.read_parquet(workspace.published_recommendations)
+        .query("list == 'top'")
+        .sort_values(["user_id", "rank"])
+    )
     user = recs["user_id"].iloc[0]
     response = requests.post(
         f"{server.url}/get-online-features",

@@ -1,17 +1,22 @@
-"""Ranking metrics at a cut-off k, one user at a time: pure functions, no I/O.
+"""Ranking metrics at a cut-off k, one user at a time, and list-level metrics: pure functions, no I/O.
 
-Each takes the user's `relevant` items (any collection) and the `recommended` items (ranked best first,
-without repeats; only the first k count) and returns a float. Gains are binary, as in the top-k metrics
-of microsoft/recommenders (`python_evaluation.py`). A user with no relevant item has no recall, NDCG or
-average precision (nan is returned); the protocol leaves such users out before averaging.
-`graded_ndcg_at_k` takes graded gains instead (search relevance judgments).
+Each per-user metric takes the user's `relevant` items (any collection) and the `recommended` items
+(ranked best first, without repeats; only the first k count) and returns a float. Gains are binary, as in
+the top-k metrics of microsoft/recommenders (`python_evaluation.py`). A user with no relevant item has no
+recall, F1, NDCG or average precision (nan is returned); the protocol leaves such users out before
+averaging. `graded_ndcg_at_k` takes graded gains instead (search relevance judgments).
+
+The list-level metrics describe what is recommended rather than how well it matches the truth:
+catalogue coverage (over all lists), intra-list diversity by category and novelty (one list each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def _check(k: int) -> None:
@@ -35,6 +40,15 @@ def recall_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable],
     if not relevant:
         return float("nan")
     return float(hits_at_k(relevant, recommended, k).sum() / len(relevant))
+
+
+def f1_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
+    """The harmonic mean of precision@k and recall@k (0.0 when neither has a hit)."""
+    recall = recall_at_k(relevant, recommended, k)
+    if np.isnan(recall):
+        return recall
+    precision = precision_at_k(relevant, recommended, k)
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
 def hit_ratio_at_k(relevant: Collection[Hashable], recommended: Sequence[Hashable], k: int) -> float:
@@ -90,3 +104,37 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     top = np.argpartition(-scores, k)[:k] if k < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top])]
     return top[np.isfinite(scores[top])]
+
+
+def catalogue_coverage(lists: Iterable[Sequence[Hashable]], n_items: int) -> float:
+    """Share of the catalogue's `n_items` that appear in at least one list."""
+    if n_items < 1:
+        raise ValueError(f"the catalogue needs at least one item, got {n_items}")
+    return len({item for items in lists for item in items}) / n_items
+
+
+def intra_list_diversity(recommended: Sequence[Hashable], categories: Mapping[Hashable, Hashable]) -> float:
+    """Share of the list's unordered pairs whose two items are in different categories (0: one category,
+    1: every item in its own). An item without a category stands for its own category, so a catalogue with
+    no categories at all scores every list of distinct items 1.0. A list of fewer than two items has no
+    pairs (nan)."""
+    n = len(recommended)
+    if n < 2:
+        return float("nan")
+    counts = Counter(categories.get(item, item) for item in recommended)
+    same = sum(c * (c - 1) // 2 for c in counts.values())
+    return 1.0 - same / (n * (n - 1) // 2)
+
+
+def popularity_ranks(counts: Sequence[float]) -> np.ndarray:
+    """Each item's rank by popularity (1 = the most bought); tied items share their average rank, so the
+    never-bought items all sit together at the bottom."""
+    return pd.Series(np.asarray(counts, dtype=float)).rank(ascending=False, method="average").to_numpy()
+
+
+def novelty(recommended: Sequence[Hashable], ranks: Mapping[Hashable, float] | np.ndarray) -> float:
+    """Mean popularity rank of the recommended items (higher: less popular, more novel); nan for an empty
+    list. `ranks` maps an item to its rank (an array when items are positions, as in the protocol)."""
+    if not len(recommended):
+        return float("nan")
+    return float(np.mean([ranks[item] for item in recommended]))

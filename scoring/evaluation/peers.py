@@ -1,6 +1,7 @@
 """The peers Aisle is measured against, each a (evaluated users x items) score matrix on the protocol's
 split, computed from the train window alone: popularity, repurchase then popularity, item-kNN, implicit
-ALS, and all-MiniLM-L6-v2 zero-shot (the mean of a user's history against item titles)."""
+ALS, all-MiniLM-L6-v2 zero-shot (the mean of a user's history against item titles), and the field's strong
+cheap peers tuned on validation: EASE, time-decayed repurchase and TIFU-KNN (retrieval/item_models.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from retrieval import candidates as cand
+from retrieval import item_models
+from scoring.evaluation import tuning
 from scoring.evaluation.protocol import Split, user_item_matrix
 
 
@@ -58,3 +61,54 @@ def zero_shot_mean_history(split: Split, model_name: str) -> np.ndarray:
     mine = user_item_matrix(split, split.users)
     users = np.asarray(mine @ vectors) / np.maximum(np.asarray(mine.sum(axis=1)), 1)
     return users @ vectors.T
+
+
+def decayed_repurchase(split: Split, half_life_days: float) -> np.ndarray:
+    """Past purchases weighted 2^(-age / half-life) at the cut, then popularity for everything else."""
+    decayed = item_models.decayed_counts(
+        split.train, split.users, split.items, split.cut, half_life_days
+    ).toarray()
+    pop = popularity(split)
+    return np.where(decayed > 0, 1e6 * decayed, 0.0) + pop / (pop.max() + 1)
+
+
+def ease(split: Split, lam: float) -> np.ndarray:
+    """EASE fitted on every train user's 0/1 purchases, scored for the evaluated users."""
+    everyone = np.array(sorted(split.train["user_id"].unique()))
+    weights = item_models.ease_weights(user_item_matrix(split, everyone), lam)
+    return item_models.ease_scores(user_item_matrix(split, split.users), weights)
+
+
+def tifu_knn(split: Split, params: item_models.TifuParams) -> np.ndarray:
+    """TIFU-KNN over every train user's baskets (a basket: one user's lines at one invoice time)."""
+    everyone = np.array(sorted(split.train["user_id"].unique()))
+    lines = split.train.assign(basket=split.train["ordered_at"])
+    vectors = item_models.tifu_user_vectors(lines, everyone, split.items, params)
+    return item_models.tifu_scores(vectors, pd.Index(everyone).get_indexer(split.users), params)
+
+
+def tuned_peers(split: Split, k: int, validation_days: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """EASE, time-decayed repurchase and TIFU-KNN, each with the knobs that did best on a validation window
+    carved from the end of the train window (scoring/evaluation/tuning.py), refitted on the whole train
+    window: the test window is never read to choose anything."""
+    validation = tuning.validation_split(split, validation_days)
+    out = {}
+    for name, (fit, grid) in PEER_GRIDS.items():
+        params, _ = tuning.choose(fit, grid, validation, k)
+        out[name] = (fit(split, params), tuning.describe(params))
+    return out
+
+
+PEER_GRIDS = {
+    "ease": (ease, [50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]),
+    "decayed_repurchase": (decayed_repurchase, [7.0, 14.0, 30.0, 60.0, 120.0, 240.0, 480.0]),
+    "tifu_knn": (
+        tifu_knn,
+        [
+            item_models.TifuParams(neighbours=n, alpha=a, r_basket=rb, r_group=rg)
+            for n in (100, 300)
+            for a in (0.5, 0.7, 0.9)
+            for rb, rg in ((1.0, 0.6), (0.9, 0.7), (0.9, 0.9))
+        ],
+    ),
+}

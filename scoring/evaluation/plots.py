@@ -1,57 +1,178 @@
-"""reports/evaluation.html: the metrics with their intervals, candidate recall and ranker importances."""
+"""reports/evaluation.html: for each cut, a table of every metric with its interval, the target, the ranker's
+AUC and the tuned peers' knobs, then the plots: NDCG and recall over all and novel items, precision, F1, MAP
+and hit rate, the NDCG-against-diversity trade-off, the top and discover lists, candidate recall and the
+ranker's importances."""
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 
-from scoring.reports.page import render_page
+from scoring.evaluation.protocol import TARGET_RATIO
+from scoring.reports.page import render_page, table
 
 
-def figures(report: dict) -> list[go.Figure]:
-    """The page's figures, from the report that evaluation.json holds."""
-    k = report["protocol"]["k"]
-    methods = list(report["methods"])
-    out = []
-    for metric, title in ((f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}")):
-        fig = go.Figure()
-        for suffix, label in (("", "all items"), ("_novel", "novel items")):
-            values = [report["methods"][m][metric + suffix] for m in methods]
-            fig.add_bar(
-                name=label,
-                x=methods,
-                y=[v["value"] for v in values],
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [v["ci_high"] - v["value"] for v in values],
-                    "arrayminus": [v["value"] - v["ci_low"] for v in values],
-                },
-            )
-        fig.update_layout(title=f"{title} with 95% bootstrap intervals", barmode="group")
-        out.append(fig)
-    recall = {k: v for k, v in report["candidate_recall"].items() if k != "merged_candidates_per_user"}
+def _error_y(values: list[dict]) -> dict:
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [v["ci_high"] - v["value"] for v in values],
+        "arrayminus": [v["value"] - v["ci_low"] for v in values],
+    }
+
+
+def _bars(title: str, x: list[str], series: dict[str, list[dict]]) -> go.Figure:
+    """Grouped bars, one group per x, one bar per series, each with its interval."""
+    fig = go.Figure()
+    for label, values in series.items():
+        fig.add_bar(name=label, x=x, y=[v["value"] for v in values], error_y=_error_y(values))
+    return fig.update_layout(title=title, barmode="group")
+
+
+def cut_figures(name: str, cut: dict) -> list[go.Figure]:
+    """One cut's figures, from its part of the report."""
+    k, methods = cut["protocol"]["k"], cut["methods"]
+    names = list(methods)
+    at = f"{name} cut {cut['protocol']['cut']}"
+    out = [
+        _bars(
+            f"{at}: {title}@{k} with 95% bootstrap intervals",
+            names,
+            {
+                label: [methods[m][metric + suffix] for m in names]
+                for suffix, label in (("", "all items"), ("_novel", "novel items"))
+            },
+        )
+        for metric, title in ((f"ndcg@{k}", "NDCG"), (f"recall@{k}", "Recall"))
+    ]
     out.append(
-        go.Figure(go.Bar(x=list(recall), y=list(recall.values()))).update_layout(
-            title="Candidate recall of the test items, by source"
+        _bars(
+            f"{at}: precision, F1, MAP and hit rate @{k}, all items",
+            names,
+            {
+                label: [methods[m][f"{metric}@{k}"] for m in names]
+                for metric, label in (
+                    ("precision", "precision"),
+                    ("f1", "F1"),
+                    ("map", "MAP"),
+                    ("hit_rate", "hit rate"),
+                )
+            },
         )
     )
-    importances = dict(list(report["ranker_importances"].items())[:15])
+    points = cut["diversity_tradeoff"]
+    ndcg, ild = [p[f"ndcg@{k}"] for p in points], [p[f"diversity@{k}"] for p in points]
+    out.append(
+        go.Figure(
+            go.Scatter(
+                x=[v["value"] for v in ild],
+                y=[v["value"] for v in ndcg],
+                text=[p["setting"] for p in points],
+                mode="markers+text",
+                textposition="top center",
+                error_x=_error_y(ild),
+                error_y=_error_y(ndcg),
+            )
+        ).update_layout(
+            title=f"{at}: Aisle's top list, NDCG@{k} against intra-list diversity",
+            xaxis_title=f"intra-list diversity@{k} (share of pairs in different categories)",
+            yaxis_title=f"NDCG@{k}",
+        )
+    )
+    lists = cut["lists"]
+    out.append(
+        _bars(
+            f"{at}: NDCG@{k} of the top list and of the discover list",
+            list(lists),
+            {
+                label: [lists[name_][metric] for name_ in lists]
+                for metric, label in ((f"ndcg@{k}", "all items"), (f"ndcg@{k}_novel", "novel items"))
+            },
+        )
+    )
+    recall = {s: v for s, v in cut["candidate_recall"].items() if s != "merged_candidates_per_user"}
+    out.append(
+        go.Figure(go.Bar(x=list(recall), y=list(recall.values()))).update_layout(
+            title=f"{at}: candidate recall of the test items, by source"
+        )
+    )
+    importances = dict(list(cut["ranker_importances"].items())[:15])
     out.append(
         go.Figure(go.Bar(x=list(importances.values()), y=list(importances), orientation="h")).update_layout(
-            title="Ranker feature importance (share of gain)", yaxis={"autorange": "reversed"}
+            title=f"{at}: ranker feature importance (share of gain)", yaxis={"autorange": "reversed"}
         )
     )
     return out
 
 
+def metrics_frame(cut: dict) -> pd.DataFrame:
+    """Every method's metrics as text, value [95% interval], one row per method."""
+    return pd.DataFrame(
+        [
+            {"method": method, **{key: _text(value) for key, value in metrics.items()}}
+            for method, metrics in cut["methods"].items()
+        ]
+    )
+
+
+def cut_section(name: str, cut: dict) -> str:
+    """One cut's tables and facts, as HTML."""
+    protocol, k = cut["protocol"], cut["protocol"]["k"]
+    targets = "".join(
+        f"<li>NDCG@{k} {html.escape(column)}: Aisle {t['aisle']:.3f} / {html.escape(t['best_peer'])} "
+        f"{t['peer']:.3f} = {t['ratio']:.3f} ({'met' if t['met'] else 'not met'})</li>"
+        for column, t in cut["target"].items()
+    )
+    knobs = "".join(
+        f"<li>{html.escape(peer)}: {html.escape(json.dumps(params))}</li>"
+        for peer, params in cut["tuned_params"].items()
+    )
+    return (
+        f"<h2>{html.escape(name)} cut: train before {protocol['cut']}, test to "
+        f"{protocol['test_end'] or 'the end of the data'}</h2>"
+        f"<p>{protocol['users']:,} users with a purchase on each side, {protocol['items']:,} items, "
+        f"k = {k}. The ranker's AUC on its own holdout: {cut['ranker_auc']}.</p>"
+        f"<p>Target: Aisle at least {TARGET_RATIO:.2f} &times; the best in-run peer.</p><ul>{targets}</ul>"
+        f"<p>Tuned peers' knobs, chosen on the last {protocol['validation_days']} days of the train window "
+        f"and frozen:</p><ul>{knobs}</ul>"
+        + table(metrics_frame(cut))
+        + "<p>Aisle's top list at each diversity setting, and the top list beside the discover list:</p>"
+        + table(_text_frame(cut["diversity_tradeoff"], "setting", (f"ndcg@{k}", f"diversity@{k}")))
+        + table(
+            _text_frame(
+                [{"list": name_, **row} for name_, row in cut["lists"].items()],
+                "list",
+                (f"ndcg@{k}", f"ndcg@{k}_novel", "new_items_per_list"),
+            )
+        )
+    )
+
+
+def _text_frame(rows: list[dict], label: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of a report part as text: an interval as value [low, high], a number as it is."""
+    return pd.DataFrame([{label: row[label], **{c: _text(row[c]) for c in columns}} for row in rows])
+
+
+def _text(value: dict | float) -> str | float:
+    return (
+        f"{value['value']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+        if isinstance(value, dict)
+        else value
+    )
+
+
 def write_html(report: dict, out: Path) -> Path:
     """Write the self-contained page and return its path."""
-    protocol = report["protocol"]
+    source = " (Chen, Sain and Guo, 2012; CC BY 4.0)" if report["shop"] == "online_retail" else ""
     intro = (
-        f"<p>UCI Online Retail (Chen, Sain and Guo, 2012; CC BY 4.0). Train before {protocol['cut']}, test "
-        f"after; {protocol['users']:,} users with a purchase on each side, {protocol['items']:,} items.</p>"
+        f"<p>Shop: {html.escape(report['shop'])}{source}. Metrics and protocol: docs/protocols.md. "
+        "Intervals: 95% percentile bootstrap over users.</p>"
+        + "".join(cut_section(name, cut) for name, cut in report["cuts"].items())
     )
-    out.write_text(render_page("Aisle offline evaluation", intro, figures(report)), encoding="utf-8")
+    figures = [fig for name, cut in report["cuts"].items() for fig in cut_figures(name, cut)]
+    out.write_text(render_page("Aisle offline evaluation", intro, figures), encoding="utf-8")
     return out

@@ -1,18 +1,21 @@
-"""The offline protocol on the real UCI Online Retail data, computed from the raw file, independently of
-Aisle's own cleaning.
+"""The offline protocol: a shop's purchases split at a cut, every method scored on the same users, items
+and truth, each metric with its bootstrap interval.
 
-Purchases are lines with Quantity > 0, UnitPrice > 0, a CustomerID, a non-'C' invoice and a product stock
-code; the train window is before 2011-09-01 and the test window from it on; the evaluated users have a
-purchase on each side; the truth is the set of distinct items a user bought in the test window. Every
-method is scored on the same users and items: Recall@K and NDCG@K (binary gain) over all items, and over
-novel items (the user's past items removed from the truth and from the list), with bootstrap 95%
-intervals. Aisle runs its whole pipeline on the data before the cut, in the evaluation profile of the
-settings (`evaluation_settings`).
+Online Retail's purchases are read from the raw file, independently of Aisle's own cleaning (lines with
+Quantity > 0, UnitPrice > 0, a CustomerID, a non-'C' invoice and a product stock code); the shops and their
+cuts are in scoring/evaluation/shops.py. The train window is before the cut and the test window from it on,
+to a test end or the end of the data; the evaluated users have a purchase on each side; the truth is the
+set of distinct items a user bought in the test window. Per user: recall, NDCG (binary gain), precision,
+F1, average precision and hit rate at K, over all items and over novel items (the user's past items
+removed from the truth and from the list); per list: catalogue coverage, intra-list diversity by category
+and novelty (mean popularity rank). Definitions: docs/protocols.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -22,11 +25,18 @@ import scipy.sparse as sp
 
 from retrieval import candidates as cand
 from scoring.evaluation import metrics
-from scoring.settings import SHARED_ONLINE_RETAIL, Settings
 
-CUT = "2011-09-01"
 K = 20
+TARGET_RATIO = 1.10  # Aisle's NDCG@K over the best in-run peer's, all items and novel items
 PRODUCT_CODE = "^[0-9]{5}[A-Za-z]*$"
+USER_METRICS = {  # name in the report -> per-user metric at k
+    "recall": metrics.recall_at_k,
+    "ndcg": metrics.ndcg_at_k,
+    "precision": metrics.precision_at_k,
+    "f1": metrics.f1_at_k,
+    "map": metrics.average_precision_at_k,
+    "hit_rate": metrics.hit_ratio_at_k,
+}
 
 
 @dataclass
@@ -38,25 +48,16 @@ class Split:
     items: np.ndarray  # the item universe: every product bought in either window, sorted
     truth: list[set[int]]  # per evaluated user, positions of items bought in the test window
     past: list[set[int]]  # per evaluated user, positions of items bought in the train window
+    cut: pd.Timestamp  # the first instant of the test window
 
     def position(self, item_ids: pd.Series) -> np.ndarray:
         return pd.Index(self.items).get_indexer(item_ids)
 
-
-def evaluation_settings(base: Settings) -> Settings:
-    """The workspace and profile `aisle evaluate` runs the pipeline in: Online Retail before the cut, in
-    data/evaluation, with the evaluation profile's fine-tuning budget and label window (Online Retail needs
-    more steps than the demo shop, and a label window as long as the test window)."""
-    return base.model_copy(
-        update={
-            "source": "online_retail",
-            "raw_path": base.raw_path or SHARED_ONLINE_RETAIL,
-            "as_of": CUT,
-            "data_dir": base.data_dir / "evaluation",
-            "finetune_steps": base.evaluation_finetune_steps,
-            "label_window_days": base.evaluation_label_window_days,
-        }
-    )
+    @cached_property
+    def popularity_ranks(self) -> np.ndarray:
+        """Each item's popularity rank by distinct train buyers (1 = most bought; ties share the mean)."""
+        buyers = self.train.groupby("item_id")["user_id"].nunique()
+        return metrics.popularity_ranks(buyers.reindex(self.items).fillna(0).to_numpy())
 
 
 def protocol_purchases(path: Path) -> pd.DataFrame:
@@ -78,8 +79,12 @@ def protocol_purchases(path: Path) -> pd.DataFrame:
     ).df()
 
 
-def split(purchases: pd.DataFrame, cut: str = CUT) -> Split:
-    """Train before the cut, test from it on; users with a purchase on each side."""
+def split(purchases: pd.DataFrame, cut: str, test_end: str | None = None) -> Split:
+    """Train before the cut, test from it on until `test_end` (excluded; None: to the end of the data);
+    users with a purchase on each side. Purchases at or after `test_end` are left out altogether, items
+    included."""
+    if test_end is not None:
+        purchases = purchases[purchases["ordered_at"] < pd.Timestamp(test_end)]
     cut_ts = pd.Timestamp(cut)
     train = purchases[purchases["ordered_at"] < cut_ts]
     test = purchases[purchases["ordered_at"] >= cut_ts]
@@ -93,7 +98,7 @@ def split(purchases: pd.DataFrame, cut: str = CUT) -> Split:
         grouped = pd.Series(positions).groupby(frame["user_id"].to_numpy()).agg(lambda p: set(p[p >= 0]))
         return [grouped.get(u, set()) for u in users]
 
-    return Split(train=train, users=users, items=items, truth=sets(test), past=sets(train))
+    return Split(train=train, users=users, items=items, truth=sets(test), past=sets(train), cut=cut_ts)
 
 
 def user_item_matrix(split: Split, users: np.ndarray, binary: bool = True) -> sp.csr_matrix:
@@ -101,14 +106,33 @@ def user_item_matrix(split: Split, users: np.ndarray, binary: bool = True) -> sp
     return cand.user_item_matrix(split.train, users, split.items, binary=binary)
 
 
-def per_user_metrics(
-    scores: np.ndarray, split: Split, novel: bool, k: int = K
-) -> tuple[np.ndarray, np.ndarray]:
-    """Recall@k and NDCG@k per evaluated user from a (users x items) score matrix (-inf = unscored).
+def item_categories(split: Split, items: pd.DataFrame) -> dict[int, Hashable]:
+    """Item position -> category, from a frame with item_id and category (the run's ranked.parquet).
+    Items the frame has no category for are left out: the diversity metric then treats each as its own
+    category."""
+    known = items.dropna(subset=["category"]).drop_duplicates("item_id")
+    positions = split.position(known["item_id"])
+    return {int(p): c for p, c in zip(positions, known["category"], strict=True) if p >= 0}
 
-    With `novel`, the user's past items leave the truth and the list, and users left with no truth are
-    left out."""
-    recalls, ndcgs = [], []
+
+def list_scores(lists: pd.DataFrame, split: Split) -> np.ndarray:
+    """A (users x items) score matrix that reproduces fixed lists (user_id, item_id, rank; 1 = first):
+    listed items score -rank, every other item stays unscored (-inf)."""
+    scores = np.full((len(split.users), len(split.items)), -np.inf)
+    rows = pd.Index(split.users).get_indexer(lists["user_id"])
+    cols = split.position(lists["item_id"])
+    keep = (rows >= 0) & (cols >= 0)
+    scores[rows[keep], cols[keep]] = -lists["rank"].to_numpy(dtype=float)[keep]
+    return scores
+
+
+def user_lists(
+    scores: np.ndarray, split: Split, novel: bool, k: int = K
+) -> tuple[list[np.ndarray], list[set[int]]]:
+    """Each evaluated user's top k (item positions, best first) and truth, from a (users x items) score
+    matrix (-inf = unscored). With `novel`, the user's past items leave the truth and the list, and users
+    left with no truth are left out."""
+    lists, truths = [], []
     for row, truth, past in zip(scores, split.truth, split.past, strict=True):
         if novel:
             truth = truth - past
@@ -116,14 +140,26 @@ def per_user_metrics(
                 continue
             row = row.copy()
             row[list(past)] = -np.inf
-        top = metrics.top_k(row, k)
-        recalls.append(metrics.recall_at_k(truth, top, k))
-        ndcgs.append(metrics.ndcg_at_k(truth, top, k))
-    return np.array(recalls), np.array(ndcgs)
+        lists.append(metrics.top_k(row, k))
+        truths.append(truth)
+    return lists, truths
+
+
+def per_user_metrics(scores: np.ndarray, split: Split, novel: bool, k: int = K) -> dict[str, np.ndarray]:
+    """Every metric of USER_METRICS per evaluated user (see `user_lists` for `novel`)."""
+    lists, truths = user_lists(scores, split, novel, k)
+    return {
+        name: np.array([fn(truth, top, k) for top, truth in zip(lists, truths, strict=True)], dtype=float)
+        for name, fn in USER_METRICS.items()
+    }
 
 
 def bootstrap(values: np.ndarray, seed: int = 0, n: int = 1000) -> dict[str, float]:
-    """The mean and its 95% percentile-bootstrap interval (n resamples of the users)."""
+    """The mean and its 95% percentile-bootstrap interval (n resamples of the users); users without a
+    value (nan: a list too short to have pairs) are left out."""
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
     rng = np.random.default_rng(seed)
     means = rng.choice(values, size=(n, len(values)), replace=True).mean(axis=1)
     return {
@@ -133,15 +169,23 @@ def bootstrap(values: np.ndarray, seed: int = 0, n: int = 1000) -> dict[str, flo
     }
 
 
-def score_table(scores: np.ndarray, split: Split, k: int = K) -> dict[str, dict[str, float]]:
-    """One method's row of the report: each metric with its interval, and how many users it covers."""
-    recall, ndcg = per_user_metrics(scores, split, novel=False, k=k)
-    recall_n, ndcg_n = per_user_metrics(scores, split, novel=True, k=k)
-    return {
-        f"recall@{k}": bootstrap(recall),
-        f"ndcg@{k}": bootstrap(ndcg),
-        f"recall@{k}_novel": bootstrap(recall_n),
-        f"ndcg@{k}_novel": bootstrap(ndcg_n),
-        "users": int(len(recall)),
-        "users_novel": int(len(recall_n)),
-    }
+def score_table(
+    scores: np.ndarray, split: Split, k: int = K, categories: Mapping[int, Hashable] | None = None
+) -> dict[str, dict[str, float] | float | int]:
+    """One method's row of the report: each per-user metric over all items and over novel items, with its
+    interval; the lists' catalogue coverage, intra-list diversity by `categories` (item position ->
+    category; an item without one is its own category) and novelty (mean popularity rank); and how many
+    users each covers. The list-level metrics describe the lists over all items, those a shopper sees."""
+    table: dict[str, dict[str, float] | float | int] = {}
+    for suffix, novel in (("", False), ("_novel", True)):
+        per_user = per_user_metrics(scores, split, novel, k)
+        table |= {f"{name}@{k}{suffix}": bootstrap(values) for name, values in per_user.items()}
+        table[f"users{suffix}"] = len(per_user["recall"])
+    lists, _ = user_lists(scores, split, novel=False, k=k)
+    ranks = split.popularity_ranks
+    table[f"coverage@{k}"] = round(metrics.catalogue_coverage(lists, len(split.items)), 4)
+    table[f"diversity@{k}"] = bootstrap(
+        np.array([metrics.intra_list_diversity(top, categories or {}) for top in lists])
+    )
+    table[f"novelty@{k}"] = bootstrap(np.array([metrics.novelty(top, ranks) for top in lists]))
+    return table

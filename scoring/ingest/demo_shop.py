@@ -3,7 +3,9 @@
 Why it exists: the pipeline (dbt quality rules, feature store, recommender) needs data that looks like a
 real gift-and-homeware shop, that holds a learnable personal signal (a recommender that reads a user's
 history must beat global popularity), and whose defects are known row by row, so that tests can check
-every quarantine and repair exactly. Real exports give none of those guarantees.
+every quarantine and repair exactly. Real exports give none of those guarantees. A second cadence,
+"grocery" (shoppers reordering a basket of staples every week or two), shows whether what works on the gift
+shop's rhythm carries over to another (Cadence, CADENCES).
 
 The search log (`searches.parquet`) is written by demo_searches from the same simulated sessions, so a
 search's clicks, carts and purchases are the shopper's own events.
@@ -17,6 +19,7 @@ The files and the exact shape of every defect are described in `generate`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,12 +160,54 @@ EVENT_TYPE_TYPOS: tuple[str, ...] = ("veiw", "crat", "purchse", "retrun")
 VIEW, CART, PURCHASE, RETURN = range(4)
 MEAN_SESSIONS = 12.0  # per user over a whole period, before heavy-tailed activity and late sign-up
 COLOUR_BOOST, MATERIAL_BOOST = 4.0, 2.0  # how much a user's favourite colour / material lifts an item
-STAPLE_VIEW_RATE = 0.12  # share of views that revisit one of the user's consumable staples
-MAX_ORDER_LINES = 6
 RETURN_RATE = 0.04
 DAY = 86_400
 WEEK = 7 * DAY
 MAX_DEFECT_RATE = 0.1
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often shoppers come back and what they come back for.
+
+    The gift shop is visited now and then, and a staple is re-bought only when a browsing view happens to
+    revisit it. A grocery shop is driven by routine: most shoppers keep a basket of staples and make a
+    trip every week or two, reordering most of the basket each time. Evaluating on both tells a
+    recommender that merely fits one shop's rhythm from one that reads the shopper's own.
+    """
+
+    staple_view_rate: float  # share of browsing views that revisit one of the user's staples
+    staple_cart_rate: float  # chance a staple view is carted (other views: 0.22)
+    staple_buy_rate: float  # chance a carted staple is bought (other carts: 0.6)
+    max_order_lines: int
+    basket: tuple[int, int] = (0, 0)  # staples per trip shopper, inclusive range; (0, 0) = no trips
+    regular_share: float = 0.0  # share of users who make staple trips
+    trip_days: tuple[float, float] = (0.0, 0.0)  # a trip shopper's usual days between trips, drawn uniformly
+    trip_jitter: float = 0.0  # relative spread of each gap around the shopper's usual interval
+    due_rate: float = 0.0  # chance each basket staple is reordered on a given trip
+    trip_browse_p: float = 0.4  # geometric parameter of the extra browsing views on a trip
+
+    @property
+    def trips(self) -> bool:
+        """Whether shoppers make staple trips (the gift shop draws nothing for them, so its bytes stay)."""
+        return self.regular_share > 0
+
+
+CADENCES: dict[str, Cadence] = {
+    "gift": Cadence(staple_view_rate=0.12, staple_cart_rate=0.6, staple_buy_rate=0.9, max_order_lines=6),
+    "grocery": Cadence(
+        staple_view_rate=0.2,
+        staple_cart_rate=0.9,
+        staple_buy_rate=0.95,
+        max_order_lines=12,
+        basket=(3, 8),
+        regular_share=0.85,
+        trip_days=(6.0, 12.0),
+        trip_jitter=0.2,
+        due_rate=0.7,
+    ),
+}
+MAX_TRIP_BROWSE = 5
 
 
 @dataclass(frozen=True)
@@ -308,6 +353,55 @@ def _build_users(rng: np.random.Generator, n_users: int, start_s: int, end_s: in
     )
 
 
+def _with_baskets(rng: np.random.Generator, users: _Users, cat: _Catalogue, cadence: Cadence) -> _Users:
+    """Give every user a basket of distinct staples (consumables, by taste and popularity), replacing the
+    gift shop's three, so trips and staple views reorder the same few items week after week.
+
+    Gumbel top-k draws each basket without replacement in one vectorised pass (users in chunks, so a large
+    shop never holds a users x items matrix at once).
+    """
+    n_users = len(users.signup_s)
+    pool = np.flatnonzero(cat.consumable)
+    pool = pool if len(pool) else np.arange(len(cat.titles))
+    low, high = cadence.basket
+    width = min(high, len(pool))
+    staples = np.empty((n_users, width), dtype=np.int64)
+    log_popularity = np.log(cat.popularity[pool])
+    chunk = 4096
+    for lo in range(0, n_users, chunk):
+        taste = users.taste[lo : lo + chunk][:, cat.category[pool]]
+        keys = np.log(taste) + log_popularity + rng.gumbel(size=taste.shape)
+        staples[lo : lo + chunk] = pool[np.argsort(-keys, axis=1, kind="stable")[:, :width]]
+    n_staples = np.minimum(rng.integers(low, high + 1, n_users), width)
+    return dataclasses.replace(users, staples=staples, n_staples=n_staples)
+
+
+def _staple_trips(
+    rng: np.random.Generator, users: _Users, cadence: Cadence, end_s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The regular shoppers' trips: (user, start, due), where due[trip, j] says basket staple j is reordered.
+
+    Each regular keeps a usual interval (cadence.trip_days) and each gap varies around it (trip_jitter),
+    the first trip falling at a random phase after sign-up. Trips that reorder nothing are dropped.
+    """
+    n_users = len(users.signup_s)
+    regular = np.flatnonzero(rng.random(n_users) < cadence.regular_share)
+    interval = rng.uniform(*cadence.trip_days, len(regular)) * DAY
+    shortest_gap = 0.5 * cadence.trip_days[0] * DAY
+    most = int(np.ceil((end_s - users.signup_s.min(initial=end_s)) / shortest_gap)) + 1
+    gaps = interval[:, None] * np.clip(rng.normal(1.0, cadence.trip_jitter, (len(regular), most)), 0.5, 1.5)
+    gaps[:, 0] *= rng.random(len(regular))
+    at = users.signup_s[regular][:, None] + np.cumsum(gaps, axis=1).astype(np.int64)
+    row, col = np.nonzero(at < end_s)
+    user, start = regular[row], at[row, col]
+    width = users.staples.shape[1]
+    due = (rng.random((len(user), width)) < cadence.due_rate) & (
+        np.arange(width) < users.n_staples[user][:, None]
+    )
+    keep = due.any(axis=1)
+    return user[keep], start[keep], due[keep]
+
+
 def _segment_starts(group: np.ndarray) -> np.ndarray:
     """For each row of a group-sorted array, the index of the first row of its group."""
     is_first = np.ones(len(group), dtype=bool)
@@ -369,13 +463,15 @@ class Steps:
 
 
 def _simulate_events(
-    rng: np.random.Generator, users: _Users, cat: _Catalogue, start_s: int, end_s: int
+    rng: np.random.Generator, users: _Users, cat: _Catalogue, start_s: int, end_s: int, cadence: Cadence
 ) -> tuple[_Events, Steps]:
     """Sessions of views, some carts and at most one checkout, laid out without overlapping per user.
 
-    Clean rows can never coincide: a user's sessions never overlap, every step inside a session takes at
-    least one second, and lines of one checkout differ by item (they share order_id and time, as in real
-    exports). Also returns the kept steps, which drive the search log.
+    Browsing sessions come at random times; with a trip cadence, the regulars' staple trips follow them
+    (the due staples first, then a little browsing). Clean rows can never coincide: a user's sessions never
+    overlap, every step inside a session takes at least one second, and lines of one checkout differ by
+    item (they share order_id and time, as in real exports). Also returns the kept steps, which drive the
+    search log.
     """
     n_users = len(users.signup_s)
     span = end_s - users.signup_s
@@ -384,14 +480,33 @@ def _simulate_events(
     sess_start = users.signup_s[sess_user] + (rng.random(len(sess_user)) * span[sess_user]).astype(np.int64)
     sess_cat = _sample_rows(rng, users.taste[sess_user])
     n_views = np.minimum(rng.geometric(0.2, len(sess_user)), 25)
+    n_browsing = len(sess_user)
+    due = np.zeros((0, users.staples.shape[1]), dtype=bool)
+    if cadence.trips:
+        trip_user, trip_start, due = _staple_trips(rng, users, cadence, end_s)
+        extra = np.minimum(rng.geometric(cadence.trip_browse_p, len(trip_user)) - 1, MAX_TRIP_BROWSE)
+        sess_user = np.concatenate([sess_user, trip_user])
+        sess_start = np.concatenate([sess_start, trip_start])
+        sess_cat = np.concatenate([sess_cat, _sample_rows(rng, users.taste[trip_user])])
+        n_views = np.concatenate([n_views, due.sum(axis=1) + extra])
 
     view_sess = np.repeat(np.arange(len(sess_user)), n_views)
     view_user = sess_user[view_sess]
-    item, is_staple = _choose_viewed_items(rng, users, cat, sess_cat[view_sess], view_user)
+    item, is_staple = _choose_viewed_items(
+        rng, users, cat, sess_cat[view_sess], view_user, cadence.staple_view_rate
+    )
+    if len(due):
+        # A trip's first views are its due staples, in basket order (row-major, like the mask below).
+        trip = view_sess - n_browsing
+        on_list = trip >= 0
+        position = np.arange(len(view_sess)) - _segment_starts(view_sess)
+        on_list[on_list] = position[on_list] < due.sum(axis=1)[trip[on_list]]
+        item[on_list] = users.staples[sess_user[n_browsing:]][due]
+        is_staple |= on_list
     n_view = len(view_sess)
-    is_cart = rng.random(n_view) < np.where(is_staple, 0.6, 0.22)
-    is_buy = is_cart & (rng.random(n_view) < np.where(is_staple, 0.9, 0.6))
-    is_buy = _one_line_per_item(view_sess, item, is_buy)
+    is_cart = rng.random(n_view) < np.where(is_staple, cadence.staple_cart_rate, 0.22)
+    is_buy = is_cart & (rng.random(n_view) < np.where(is_staple, cadence.staple_buy_rate, 0.6))
+    is_buy = _one_line_per_item(view_sess, item, is_buy, cadence.max_order_lines)
     quantity = rng.choice(QUANTITIES, n_view, p=QUANTITY_WEIGHTS)
 
     # A step is a view, then its cart if any; the checkout closes the session.
@@ -463,7 +578,12 @@ def _weekly_prices(rng: np.random.Generator, cat: _Catalogue, n_weeks: int) -> n
 
 
 def _choose_viewed_items(
-    rng: np.random.Generator, users: _Users, cat: _Catalogue, view_cat: np.ndarray, view_user: np.ndarray
+    rng: np.random.Generator,
+    users: _Users,
+    cat: _Catalogue,
+    view_cat: np.ndarray,
+    view_user: np.ndarray,
+    staple_view_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Viewed items: popularity x taste (category, colour, material), sometimes a staple being re-bought."""
     n_col, n_mat = len(COLOURS), len(_materials())
@@ -479,14 +599,16 @@ def _choose_viewed_items(
 
     item = _sample_in_groups(rng, keys, weights)
     n_staples = users.n_staples[view_user]
-    is_staple = (n_staples > 0) & (rng.random(len(view_user)) < STAPLE_VIEW_RATE)
+    is_staple = (n_staples > 0) & (rng.random(len(view_user)) < staple_view_rate)
     pick = (rng.random(len(view_user)) * n_staples).astype(np.int64)
-    item = np.where(is_staple, users.staples[view_user, np.minimum(pick, 2)], item)
+    item = np.where(is_staple, users.staples[view_user, np.minimum(pick, users.staples.shape[1] - 1)], item)
     return item, is_staple
 
 
-def _one_line_per_item(view_sess: np.ndarray, item: np.ndarray, is_buy: np.ndarray) -> np.ndarray:
-    """Keep the first purchase of each item in a session and at most MAX_ORDER_LINES lines per order."""
+def _one_line_per_item(
+    view_sess: np.ndarray, item: np.ndarray, is_buy: np.ndarray, max_lines: int
+) -> np.ndarray:
+    """Keep the first purchase of each item in a session and at most max_lines lines per order."""
     rows = np.flatnonzero(is_buy)
     order = np.lexsort((rows, item[rows], view_sess[rows]))
     ranked = rows[order]
@@ -495,7 +617,7 @@ def _one_line_per_item(view_sess: np.ndarray, item: np.ndarray, is_buy: np.ndarr
     kept = np.sort(ranked[first])
     line_no = np.arange(len(kept)) - _segment_starts(view_sess[kept])
     result = np.zeros_like(is_buy)
-    result[kept[line_no < MAX_ORDER_LINES]] = True
+    result[kept[line_no < max_lines]] = True
     return result
 
 
@@ -895,6 +1017,7 @@ def generate(
     seed: int = 42,
     defect_rate: float = 0.01,
     end_date: str = "2026-10-31",
+    cadence: str = "gift",
 ) -> dict:
     """Write a synthetic shop into out_dir and return the summary (also in `_truth/summary.json`).
 
@@ -916,6 +1039,12 @@ def generate(
       _truth/summary.json                parameters, row counts, defect counts, and the search log's
                                          sizes, head-query coverage and bot margin ("searches").
 
+    cadence (CADENCES): "gift", occasional visits; "grocery", most shoppers keep a basket of 3-8
+    consumable staples and make a trip every 6-12 days (their own interval, each gap +-20%), reordering
+    each staple with probability 0.7, on top of the same browsing (staple views 0.2 instead of 0.12, up
+    to 12 lines an order instead of 6): about 80% of purchase lines re-buy an item, a median 10 days
+    after the last time (gift: about 30%, 17 days). Defects and their truth are injected the same way.
+
     Defects, each about defect_rate x the rows it can apply to (all events, or purchases for the
     purchase-only classes; at least 1 when the rate is positive), one per defective row:
       events: duplicate (exact copy, inserted 1-50 rows after its clean original), missing_user (purchase,
@@ -935,6 +1064,9 @@ def generate(
     The search log draws from its own random stream, so adding it left the other files unchanged.
     """
     _validate(n_users, n_items, days, defect_rate)
+    if cadence not in CADENCES:
+        raise ValueError(f"cadence must be one of {sorted(CADENCES)}")
+    profile = CADENCES[cadence]
     out_dir = Path(out_dir)
     truth_dir = out_dir / "_truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -944,7 +1076,9 @@ def generate(
 
     cat = _build_catalogue(rng, n_items)
     users = _build_users(rng, n_users, start_s, end_s, cat)
-    ev, steps = _simulate_events(rng, users, cat, start_s, end_s)
+    if profile.trips:
+        users = _with_baskets(rng, users, cat, profile)
+    ev, steps = _simulate_events(rng, users, cat, start_s, end_s, profile)
     widths = {
         "user": _id_width(6, n_users),
         "item": _id_width(5, 2 * n_items),
@@ -975,8 +1109,14 @@ def generate(
     }
     for name, table in files.items():
         _write(table, out_dir / name)
-    params = dict(
-        n_users=n_users, n_items=n_items, days=days, seed=seed, defect_rate=defect_rate, end_date=end_date
+    params = shop_parameters(
+        n_users=n_users,
+        n_items=n_items,
+        days=days,
+        seed=seed,
+        defect_rate=defect_rate,
+        end_date=end_date,
+        cadence=cadence,
     )
     summary = _summary(
         params, files, [event_defects, item_defects, user_defects, search_log.defects], ev, start_s, end_s
@@ -984,6 +1124,22 @@ def generate(
     summary["searches"] = search_log.stats
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def shop_parameters(
+    *, n_users: int, n_items: int, days: int, seed: int, defect_rate: float, end_date: str, cadence: str
+) -> dict:
+    """The parameters a summary records, which also tell a caller whether files on disk are still current.
+
+    The default cadence is left out so that gift shops written before the setting existed stay current
+    and byte-identical.
+    """
+    params: dict = dict(
+        n_users=n_users, n_items=n_items, days=days, seed=seed, defect_rate=defect_rate, end_date=end_date
+    )
+    if cadence != "gift":
+        params["cadence"] = cadence
+    return params
 
 
 def _summary(

@@ -15,14 +15,15 @@ def prepare_raw(settings: Settings) -> dict:
         raw_contract.check(settings)
         return {"raw_path": str(settings.resolved_raw_path)}
     out = settings.resolved_raw_path
-    params = {
-        "n_users": settings.demo_users,
-        "n_items": settings.demo_items,
-        "days": settings.demo_days,
-        "seed": settings.demo_seed,
-        "defect_rate": settings.demo_defect_rate,
-        "end_date": settings.demo_end_date,
-    }
+    params = demo_shop.shop_parameters(
+        n_users=settings.demo_users,
+        n_items=settings.demo_items,
+        days=settings.demo_days,
+        seed=settings.demo_seed,
+        defect_rate=settings.demo_defect_rate,
+        end_date=settings.demo_end_date,
+        cadence=settings.demo_cadence,
+    )
     summary_file = out / "_truth" / "summary.json"
     if summary_file.exists() and json.loads(summary_file.read_text()).get("parameters") == params:
         return {"raw_path": str(out), "generated": False}

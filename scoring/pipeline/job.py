@@ -3,22 +3,28 @@
 Raw data (scoring/ingest) -> a governed build: dbt, feast apply and materialize (scoring/pipeline/build.py)
 -> the scoring stages, each reading and writing one run folder (scoring/pipeline/stages.py) -> promote.
 The run is promoted and published only after every check passed, so a failure leaves the last
-publication intact and a rerun is always safe. The whole job holds the workspace's lock.
+publication intact and a rerun is always safe. The publish gate (scoring/pipeline/gate.py) may refuse a
+run whose ranker is worse than the last promoted one or a simple peer: the run is then marked `refused`,
+not promoted and not published. Every promoted or refused run gets a line in the run history
+(scoring/reports/history.py). The whole job holds the workspace's lock.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from scoring.ingest.prepare import prepare_raw
+from scoring.pipeline import gate
 from scoring.pipeline.build import build_features
 from scoring.pipeline.lock import workspace_lock
 from scoring.pipeline.run_folder import RunFolder, abandon_unfinished, peak_rss_mb, prune
 from scoring.pipeline.stages import score_run
+from scoring.reports import history
 from scoring.settings import Settings
 
 console = Console()
@@ -47,15 +53,43 @@ def _run(settings: Settings) -> Path:
     timed("dbt build + feast", build_features, settings)
     run_folder = RunFolder.create(settings.runs_dir, settings.model_dump(mode="json"))
     run_folder.manifest["raw"] = raw
-    result = score_run(settings, run_folder)
-    for name, stage in run_folder.manifest["stages"].items():
-        timings[name] = stage["seconds"]
-    run_folder.manifest["timings"] = timings
-    run_folder.manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
+    try:
+        result = score_run(settings, run_folder)
+    except gate.GateRefused as refusal:
+        refuse(settings, run_folder, refusal, timings, started)
+        raise
+    record_times(run_folder, timings, started)
     run_folder.promote(settings.runs_dir)
+    history.append(settings, run_folder.manifest)
     prune(settings.runs_dir, settings.keep_runs, protect=settings.runs_dir / "current")
     summary(settings, run_folder, result, timings)
     return run_folder.root
+
+
+def record_times(run_folder: RunFolder, timings: dict[str, float], started: float) -> None:
+    """Each stage's seconds beside the build's, and the whole job's, in the manifest."""
+    for name, stage in run_folder.manifest["stages"].items():
+        if "seconds" in stage:
+            timings[name] = stage["seconds"]
+    run_folder.manifest["timings"] = timings
+    run_folder.manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
+
+
+def refuse(
+    settings: Settings,
+    run_folder: RunFolder,
+    refusal: gate.GateRefused,
+    timings: dict[str, float],
+    started: float,
+) -> None:
+    """Mark a run the gate refused: `refused` (not `failed`, and never `abandoned` by the next run) with
+    the gate's whole record; runs/current and the publication are left as they were."""
+    run_folder.manifest["stages"]["gate"] = refusal.record
+    run_folder.manifest["status"] = "refused"
+    run_folder.manifest["finished_at"] = datetime.now(UTC).isoformat()
+    record_times(run_folder, timings, started)
+    run_folder.save()
+    history.append(settings, run_folder.manifest)
 
 
 def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: dict[str, float]) -> None:
@@ -70,6 +104,7 @@ def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: di
         f" {metrics['device']}",
     )
     table.add_row("search", _search_summary(run_folder.manifest["stages"]))
+    table.add_row("publish gate", gate.summary(run_folder.manifest["stages"].get("gate", {})))
     for name, seconds in timings.items():
         table.add_row(f"time: {name}", f"{seconds:.1f} s")
     table.add_row("peak memory", f"{peak_rss_mb():,.0f} MB")

@@ -1,5 +1,11 @@
 """Publish a run's recommendations: Parquet, a DuckDB table and the Feast online store.
 
+A run's recommendations are two lists per user, each row with a reason a shopper can read (the select
+stage, scoring/pipeline/lists.py): `top` (the top N, repeats allowed) and `discover` (the best items the
+user never bought). The Parquet file and the DuckDB table `recommendations` hold one row per user, list
+and rank (user_id, item_id, rank, score, source, list, reason, run_id); Feast's `user_recommendations`
+holds one row per user with both lists (`per_user_lists`), served by `recommendations_v1`.
+
 Every target is replaced whole, never edited in place: the Parquet file by an atomic rename, the
 DuckDB table inside one transaction, and Feast's online `user_recommendations` rows by a swap of the
 whole table in one SQLite transaction (scoring/features/feature_store.py), so after a publish the online store
@@ -21,6 +27,7 @@ import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -71,20 +78,45 @@ def search_results_rows(lists: pd.DataFrame) -> pd.DataFrame:
     return rows[["query", "rank", "item_id", "score", "reasons", "run_id"]].reset_index(drop=True)
 
 
+# The published per-user lists (Feast's `user_recommendations` source), typed so that a run whose
+# discover lists are all empty (discover_n = 0) still writes lists of strings and numbers.
+USER_RECOMMENDATIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_ids", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float64())),
+        ("sources", pa.list_(pa.string())),
+        ("reasons", pa.list_(pa.string())),
+        ("discover_item_ids", pa.list_(pa.string())),
+        ("discover_scores", pa.list_(pa.float64())),
+        ("discover_reasons", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+        ("event_timestamp", pa.timestamp("us")),
+    ]
+)
+# Its fields per list: (list, field prefix, the recommendation columns gathered into lists).
+LIST_FIELDS = (
+    ("top", "", ("item_id", "score", "source", "reason")),
+    ("discover", "discover_", ("item_id", "score", "reason")),
+)
+
+
 def per_user_lists(recs: pd.DataFrame, run_id: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One row per user with the ordered item ids, scores and sources: Feast's user_recommendations."""
-    ordered = recs.sort_values(["user_id", "rank"])
-    grouped = ordered.groupby("user_id", sort=True)
-    lists = pd.DataFrame(
-        {
-            "item_ids": grouped["item_id"].apply(list),
-            "scores": grouped["score"].apply(lambda s: [float(v) for v in s]),
-            "sources": grouped["source"].apply(list),
-        }
-    ).reset_index()
+    """One row per user, Feast's user_recommendations: the top list's `item_ids`, `scores`, `sources` and
+    `reasons`, and the discover list's `discover_item_ids`, `discover_scores` and `discover_reasons`, each
+    best first (a user without a discover list has empty ones)."""
+    lists = pd.DataFrame({"user_id": np.sort(recs["user_id"].unique())})
+    for name, prefix, columns in LIST_FIELDS:
+        grouped = recs[recs["list"] == name].sort_values(["user_id", "rank"]).groupby("user_id", sort=True)
+        for column in columns:
+            values = grouped[column].agg(list)
+            if column == "score":
+                values = values.map(lambda scores: [float(v) for v in scores])
+            field = lists["user_id"].map(values)
+            lists[f"{prefix}{column}s"] = [v if isinstance(v, list) else [] for v in field]
     lists["run_id"] = run_id
     lists["event_timestamp"] = pd.Timestamp(as_of).tz_localize(None)
-    return lists
+    return lists[USER_RECOMMENDATIONS_SCHEMA.names]
 
 
 def publish(
@@ -106,7 +138,7 @@ def publish(
     search_rows = search_results_rows(searches)
     published = settings.published_dir
     _replace_parquet(recs, settings.published_recommendations)
-    _replace_parquet(lists, published / "user_recommendations.parquet")
+    _replace_parquet(lists, published / "user_recommendations.parquet", schema=USER_RECOMMENDATIONS_SCHEMA)
     _replace_parquet(searches, published / SEARCH_RESULTS_FILE, schema=SEARCH_RESULTS_SCHEMA)
     with duckdb.connect(str(published / SERVING_DB)) as con:
         con.begin()
@@ -138,6 +170,7 @@ def publish(
         "feast_view": "user_recommendations",
         "users": int(lists.shape[0]),
         "rows": int(recs.shape[0]),
+        "rows_by_list": {str(k): int(n) for k, n in recs["list"].value_counts().sort_index().items()},
         "search_queries": int(searches.shape[0]),
         "search_rows": int(search_rows.shape[0]),
         "search_parquet": str(published / SEARCH_RESULTS_FILE),

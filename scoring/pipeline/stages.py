@@ -12,13 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from retrieval import candidates as cand
 from retrieval import index as faiss_index
+from retrieval import item_models
 from scoring.errors import AisleError
-from scoring.pipeline import publish
+from scoring.evaluation import tuning
+from scoring.pipeline import gate, lists, publish
 from scoring.pipeline.run_folder import RunFolder
 from scoring.ranking import rank
+from scoring.reports.monitor import monitor_run
 from scoring.search import stages as search
 from scoring.settings import Settings
 from scoring.training import training_data
@@ -43,7 +47,8 @@ def make_pairs(settings: Settings, run: RunFolder) -> dict:
     items = training_data.item_texts(settings)
     as_of = training_data.scoring_time(settings)
     pairs = training_data.joint_pairs(settings, items, as_of)
-    label_start = as_of - pd.Timedelta(days=settings.label_window_days)
+    window_days = training_data.label_window_days(settings, as_of)
+    label_start = as_of - pd.Timedelta(days=window_days)
     users = training_data.user_queries(settings, items, as_of)
     label_users = training_data.user_queries(settings, items, label_start)
     items.to_parquet(run.path("items.parquet"), index=False)
@@ -57,6 +62,7 @@ def make_pairs(settings: Settings, run: RunFolder) -> dict:
         "users": len(users),
         "as_of": str(as_of),
         "label_start": str(label_start),
+        "label_window_days": window_days,
         "label_users": len(label_users),
     }
 
@@ -82,12 +88,32 @@ def _purchases(settings: Settings) -> pd.DataFrame:
     return tables.read(settings, sql)
 
 
+def _source_knobs(settings: Settings, lines: pd.DataFrame, label_start: pd.Timestamp) -> dict:
+    """EASE's lambda, the repurchase half-life and TIFU-KNN's knobs: the settings' values, or with
+    `tune_sources` the ones that did best on the label window (scoring/evaluation/tuning.py)."""
+    knobs = {
+        "ease": settings.ease_lambda,
+        "decayed_repurchase": settings.repurchase_half_life_days,
+        "tifu_knn": item_models.TifuParams(
+            neighbours=settings.tifu_neighbours,
+            alpha=settings.tifu_alpha,
+            r_basket=settings.tifu_r_basket,
+            r_group=settings.tifu_r_group,
+            group_size=settings.tifu_group_size,
+        ),
+    }
+    if settings.tune_sources:
+        knobs.update(tuning.tune_on_window(lines, label_start, settings.top_n))
+    return knobs
+
+
 def retrieve(settings: Settings, run: RunFolder) -> dict:
     """Candidates for every user as of the scoring time, and as of the label window's start."""
     as_of, label_start = _times(run)
     lines = _purchases(settings)
     items = pd.read_parquet(run.path("items.parquet"))
     catalogue = cand.Catalogue(faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy())
+    knobs = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start)
     budget = cand.Budget(
         k=settings.candidates_k,
         popular_k=settings.popular_k,
@@ -96,6 +122,10 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
         als_regularization=settings.als_regularization,
         als_iterations=settings.als_iterations,
         popular_days=settings.popular_window_days,
+        half_life_days=knobs["decayed_repurchase"],
+        ease_lambda=knobs["ease"],
+        ease_max_items=settings.ease_max_items,
+        tifu=knobs["tifu_knn"],
     )
     frames = {}
     for users_file, at, out in (
@@ -109,6 +139,7 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
         frames[out] = frame
     candidates = frames["candidates"]
     return {
+        "source_knobs": {name: tuning.describe(value) for name, value in knobs.items()},
         "rows": len(candidates),
         "per_user": round(len(candidates) / max(1, candidates["user_id"].nunique()), 1),
         "by_source": candidates["source"].value_counts().to_dict(),
@@ -117,23 +148,57 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
 
 
 def rank_candidates(settings: Settings, run: RunFolder) -> dict:
-    """Train the ranker on the label window, then rank the live candidates and keep the top N."""
+    """Train the ranker on the label window (bar the held-out users), measure it on the held-out users,
+    then score every live candidate: ranked.parquet, which the select stage turns into lists."""
     as_of, label_start = _times(run)
     lines = _purchases(settings)
     window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
     train = rank.with_features(settings, pd.read_parquet(run.path("candidates_label.parquet")), label_start)
-    ranker = rank.Ranker.from_settings(settings).fit(train, rank.labels(train, window))
-    ranker.save(run.path("ranker.txt"))
+    label = rank.labels(train, window)
+    held = rank.held_out(train["user_id"], settings.holdout_share)
+    ranker = rank.Ranker.from_settings(settings).fit(train[~held], label[~held])
+    ranker.save(run.root)
+    holdout = _holdout(train[held].assign(label=label[held]), ranker, window, run, settings.top_n)
     featured = rank.with_features(settings, pd.read_parquet(run.path("candidates.parquet")), as_of)
     featured["score"] = ranker.predict(featured)
-    featured[["user_id", "item_id", "score", "source"]].to_parquet(run.path("ranked.parquet"), index=False)
-    recs = rank.top_n(featured, settings.top_n)
-    recs.to_parquet(run.path("recommendations.parquet"), index=False)
+    categories = tables.read(settings, "select item_id, category from dim_items")
+    ranked = featured.assign(
+        times_bought=featured["times_bought"].fillna(0).astype(int),
+        last_bought_days=featured["item_recency_days"],
+    ).merge(categories, on="item_id", how="left")
+    columns = ["user_id", "item_id", "score", "source", *cand.SOURCES, "times_bought", "last_bought_days"]
+    ranked[[*columns, "category"]].to_parquet(run.path("ranked.parquet"), index=False)
     return {
-        "rows": len(recs),
-        "users": int(recs["user_id"].nunique()),
+        "rows": len(ranked),
+        "users": int(ranked["user_id"].nunique()),
         "ranker": ranker.stats,
+        "holdout": holdout,
         "importances": ranker.importances(),
+    }
+
+
+def _holdout(frame: pd.DataFrame, ranker: rank.Ranker, window: pd.DataFrame, run: RunFolder, k: int) -> dict:
+    """Score the held-out users' label-window candidates, write them with the simple peers' scores for
+    the gate (holdout.parquet, holdout_truth.parquet), and measure the ranker on them. The simple peers
+    are repurchase (time-decayed, then popularity) and popularity; EASE and TIFU-KNN are the ranker's
+    own inputs, compared in `make evaluate`."""
+    frame = frame.assign(
+        score=ranker.predict(frame) if len(frame) else [],
+        peer_decayed_repurchase=frame["repeat"] + 1e-3 * frame["popular"],
+        peer_popular=frame["popular"],
+    )
+    truth = window[window["user_id"].isin(set(frame["user_id"]))][["user_id", "item_id"]].drop_duplicates()
+    frame.to_parquet(run.path("holdout.parquet"), index=False)
+    truth.to_parquet(run.path("holdout_truth.parquet"), index=False)
+    if frame.empty or truth.empty:
+        return {"users": 0}
+    labels = frame["label"].to_numpy()
+    auc = roc_auc_score(labels, frame["score"]) if 0 < labels.sum() < len(labels) else float("nan")
+    return {
+        "users": int(truth["user_id"].nunique()),
+        "auc": round(float(auc), 4),
+        "k": k,
+        "ndcg": round(rank.holdout_ndcg(frame, truth, "score", k), 4),
     }
 
 
@@ -156,7 +221,9 @@ def validate(recs: pd.DataFrame, users: pd.Series, items: pd.Series, n: int) -> 
 
 
 def check(settings: Settings, run: RunFolder) -> dict:
+    """The top list is what every active user must get; the discover list may be short or empty."""
     recs = pd.read_parquet(run.path("recommendations.parquet"))
+    recs = recs[recs["list"] == "top"]
     users = pd.read_parquet(run.path("users.parquet"), columns=["user_id"])["user_id"]
     items = pd.read_parquet(run.path("items.parquet"), columns=["item_id"])["item_id"]
     validate(recs, users, items, settings.top_n)
@@ -179,7 +246,10 @@ STAGES: dict[str, Callable[[Settings, RunFolder], dict]] = {
     "search_head": search.answer_head_queries,
     "candidates": retrieve,
     "rank": rank_candidates,
+    "select": lists.select_lists,
     "validate": check,
+    "monitor": monitor_run,
+    "gate": gate.gate_run,
     "publish": publish_lists,
 }
 

@@ -7,11 +7,18 @@ of the scoring time, then rank the live candidates.
 
 Two objectives: `binary` estimates P(bought) for every candidate alike, so the order among items the
 user never bought is learned as well as the order among repeats (what the novel-items metric reads);
-`lambdarank` optimises the top of each user's whole list.
+`lambdarank` optimises the top of each user's whole list. With `ranker_split_repeat` (binary only), one
+model learns the items a user bought before and another the items they never bought: the two behaviours
+(reordering, discovering) read different features, and each model's P(bought) stays calibrated on its
+own rows, so one list can still sort them together.
+
+A deterministic share of the label window's users (`holdout_share`, by a hash of the id) is kept out of
+training: the ranker's AUC and NDCG are measured on them, and the publish gate compares runs on them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +26,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from retrieval.candidates import SOURCES
+from retrieval.candidates import MODEL_SCORES, SOURCES
+from scoring.evaluation import metrics
 from scoring.features import feature_store
 from scoring.settings import Settings
 
@@ -48,10 +56,16 @@ DERIVED_FEATURES = [
     "user_recency_days",
     "item_recency_days",
     "item_age_days",
+    "item_interval_days",
+    "item_due_ratio",
+    "user_order_gap_days",
+    "user_due_ratio",
     "co_purchase_rank",
     "embedding_rank",
+    "ease_rank",
+    "tifu_rank",
 ]
-FEATURES = [*SOURCES, *(f"is_{s}" for s in SOURCES), *FEAST_FEATURES, *DERIVED_FEATURES]
+FEATURES = [*SOURCES, *(f"is_{s}" for s in SOURCES), *MODEL_SCORES, *FEAST_FEATURES, *DERIVED_FEATURES]
 
 
 def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -64,16 +78,50 @@ def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timest
     frame["user_recency_days"] = (now - frame["last_purchase_at"].astype(float)) / 86400
     frame["item_recency_days"] = (now - frame["last_bought_at"].astype(float)) / 86400
     frame["item_age_days"] = (now - frame["first_bought_at"].astype(float)) / 86400
+    # Repeat-purchase timing: how often the user rebuys this item and the shop, and how overdue each is.
+    times = frame["times_bought"].astype(float)
+    frame["item_interval_days"] = (frame["item_age_days"] - frame["item_recency_days"]) / (times - 1).where(
+        times > 1
+    )
+    frame["item_due_ratio"] = frame["item_recency_days"] / frame["item_interval_days"].where(
+        frame["item_interval_days"] > 0
+    )
+    orders = frame["orders_count"].astype(float)
+    frame["user_order_gap_days"] = frame["tenure_days"].astype(float) / (orders - 1).where(orders > 1)
+    frame["user_due_ratio"] = frame["user_recency_days"] / frame["user_order_gap_days"].where(
+        frame["user_order_gap_days"] > 0
+    )
     for source in SOURCES:
         frame[f"is_{source}"] = (frame[source] > 0).astype(np.int8)
-    frame["co_purchase_rank"] = _rank_within_user(frame, "co_purchase")
-    frame["embedding_rank"] = _rank_within_user(frame, "embedding")
+    for source in ("co_purchase", "embedding", "ease", "tifu"):
+        frame[f"{source}_rank"] = _rank_within_user(frame, source)
     return frame
 
 
 def _rank_within_user(frame: pd.DataFrame, column: str) -> pd.Series:
     ranks = frame.groupby("user_id")[column].rank(ascending=False, method="first")
     return ranks.where(frame[column] > 0)
+
+
+def held_out(user_ids: pd.Series, share: float) -> np.ndarray:
+    """True for the users the ranker never trains on: a stable `share` of ids by their sha256."""
+
+    def bucket(user_id: str) -> float:
+        return int(hashlib.sha256(str(user_id).encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+
+    unique = pd.Series(user_ids.unique())
+    chosen = set(unique[unique.map(bucket) < share])
+    return user_ids.isin(chosen).to_numpy()
+
+
+def holdout_ndcg(holdout: pd.DataFrame, truth: pd.DataFrame, column: str, k: int) -> float:
+    """Mean NDCG@k over the held-out users with a purchase in the window, ranking their candidates by
+    `column` (items bought but never proposed count as misses)."""
+    bought = truth.groupby("user_id")["item_id"].agg(set)
+    ordered = holdout.sort_values(["user_id", column, "item_id"], ascending=[True, False, True])
+    lists = ordered.groupby("user_id")["item_id"].agg(list)
+    values = [metrics.ndcg_at_k(items, lists.get(user, []), k) for user, items in bought.items()]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def labels(candidates: pd.DataFrame, purchases: pd.DataFrame) -> np.ndarray:
@@ -83,9 +131,18 @@ def labels(candidates: pd.DataFrame, purchases: pd.DataFrame) -> np.ndarray:
     return np.fromiter((pair in bought for pair in pairs), dtype=np.int8, count=len(candidates))
 
 
+SEGMENTS = ("repeat", "new")
+
+
+def segment(frame: pd.DataFrame) -> np.ndarray:
+    """'repeat' for items the user bought before (the repeat source proposes every one), else 'new'."""
+    return np.where(frame["repeat"].to_numpy() > 0, "repeat", "new")
+
+
 @dataclass
 class Ranker:
-    """A LightGBM model over FEATURES (binary or lambdarank objective)."""
+    """LightGBM over FEATURES (binary or lambdarank objective): one model, or with `split_repeat` one per
+    segment (items the user bought before, items they never bought)."""
 
     objective: str = "binary"
     seed: int = 13
@@ -94,7 +151,8 @@ class Ranker:
     min_data_in_leaf: int = 20
     rounds: int = 300
     threads: int = 2
-    model: lgb.Booster | None = None
+    split_repeat: bool = False
+    models: dict[str, lgb.Booster] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
     @classmethod
@@ -107,10 +165,23 @@ class Ranker:
             min_data_in_leaf=settings.ranker_min_data_in_leaf,
             rounds=settings.ranker_rounds,
             threads=settings.threads,
+            split_repeat=settings.ranker_split_repeat and settings.ranker_objective == "binary",
         )
 
     def fit(self, frame: pd.DataFrame, label: np.ndarray) -> Ranker:
         frame = frame.assign(_label=label)
+        parts = {"all": frame}
+        if self.split_repeat:
+            by_segment = {name: frame[segment(frame) == name] for name in SEGMENTS}
+            # A segment without a single purchase teaches nothing: then one model learns every row.
+            if all(part["_label"].any() for part in by_segment.values()):
+                parts = by_segment
+        self.models, self.stats = {}, {}
+        for name, part in parts.items():
+            self.models[name], self.stats[name] = self._fit_one(part)
+        return self
+
+    def _fit_one(self, frame: pd.DataFrame) -> tuple[lgb.Booster, dict]:
         # Only users with at least one positive teach the ranker anything about order.
         useful = frame.groupby("user_id")["_label"].transform("max") > 0
         train = frame[useful].sort_values("user_id", kind="stable")
@@ -135,34 +206,58 @@ class Ranker:
             "num_threads": self.threads,
             "verbose": -1,
         }
-        self.model = lgb.train(params, dataset, num_boost_round=self.rounds)
-        self.stats = {
+        model = lgb.train(params, dataset, num_boost_round=self.rounds)
+        stats = {
             "train_users": int(len(groups)),
             "train_rows": int(len(train)),
             "positives": int(train["_label"].sum()),
         }
-        return self
+        return model, stats
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        assert self.model is not None, "fit the ranker first"
-        return self.model.predict(frame[FEATURES].astype(float), num_threads=self.threads)
+        assert self.models, "fit or load the ranker first"
+        if "all" in self.models:
+            return self._predict_one(self.models["all"], frame)
+        out = np.empty(len(frame))
+        segments = segment(frame)
+        for name, model in self.models.items():
+            rows = segments == name
+            if rows.any():
+                out[rows] = self._predict_one(model, frame[rows])
+        return out
+
+    def _predict_one(self, model: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+        return model.predict(frame[model.feature_name()].astype(float), num_threads=self.threads)
+
+    def feature_names(self) -> list[str]:
+        """The features the models read (what a frame must hold to be scored)."""
+        return sorted({name for model in self.models.values() for name in model.feature_name()})
 
     def importances(self) -> dict[str, float]:
-        """Share of total split gain per feature, largest first."""
-        assert self.model is not None
-        gain = self.model.feature_importance(importance_type="gain")
-        total = gain.sum() or 1.0
-        pairs = sorted(zip(FEATURES, gain / total, strict=True), key=lambda p: -p[1])
-        return {name: round(float(share), 4) for name, share in pairs}
+        """Share of total split gain per feature, largest first, summed over the models."""
+        gain = pd.Series(0.0, index=FEATURES)
+        for model in self.models.values():
+            gain = gain.add(
+                pd.Series(model.feature_importance("gain"), index=model.feature_name()), fill_value=0
+            )
+        gain = gain / (gain.sum() or 1.0)
+        return {name: round(float(share), 4) for name, share in gain.sort_values(ascending=False).items()}
 
-    def save(self, path: Path) -> None:
-        assert self.model is not None
-        self.model.save_model(str(path))
+    def save(self, folder: Path) -> None:
+        """One LightGBM text file per model: ranker.txt (one model) or ranker_<segment>.txt; a rerun's
+        leftovers of the other layout are removed."""
+        for stale in folder.glob("ranker*.txt"):
+            stale.unlink()
+        for name, model in self.models.items():
+            model.save_model(str(folder / ("ranker.txt" if name == "all" else f"ranker_{name}.txt")))
 
-
-def top_n(frame: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The n best candidates per user as (user_id, item_id, rank, score, source)."""
-    ordered = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
-    ordered["rank"] = ordered.groupby("user_id").cumcount() + 1
-    best = ordered[ordered["rank"] <= n]
-    return best[["user_id", "item_id", "rank", "score", "source"]].reset_index(drop=True)
+    @classmethod
+    def load(cls, folder: Path, threads: int = 2) -> Ranker:
+        """The ranker a run folder saved (FileNotFoundError when it holds none)."""
+        models = {"all": folder / "ranker.txt"} | {name: folder / f"ranker_{name}.txt" for name in SEGMENTS}
+        found = {name: lgb.Booster(model_file=str(path)) for name, path in models.items() if path.exists()}
+        if not found:
+            raise FileNotFoundError(folder / "ranker.txt")
+        if "all" in found and len(found) > 1:
+            found.pop("all")
+        return cls(threads=threads, split_repeat="all" not in found, models=found)

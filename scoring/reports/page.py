@@ -28,6 +28,7 @@ def render_page(title: str, intro: str, figures: list[go.Figure], outro: str = "
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table.grid {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
 table.grid th, table.grid td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: left; }}
+table.grid td.alert {{ background: #fde2e4; color: #9b2226; font-weight: 600; }}
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>

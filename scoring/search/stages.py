@@ -174,8 +174,10 @@ def _evaluate(
     item the shopper acted on, retrieved or not (scoring/evaluation/metrics.py)."""
     ordered = scored.sort_values(["search_id", score, "item_id"], ascending=[True, False, True])
     ranked = ordered.groupby("search_id", sort=False)["item_id"].agg(list)
-    acted = labels[labels["gain"] > 0].groupby("search_id")[["item_id", "gain"]].apply(
-        lambda g: dict(zip(g["item_id"], g["gain"], strict=True))
+    acted = (
+        labels[labels["gain"] > 0]
+        .groupby("search_id")[["item_id", "gain"]]
+        .apply(lambda g: dict(zip(g["item_id"], g["gain"], strict=True)))
     )
     ndcg, mrr = [], []
     for search_id, items in ranked.items():

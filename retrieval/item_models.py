@@ -1,0 +1,124 @@
+"""The cheap models the field measures recommenders against, each a pure function of a purchase history,
+used twice: as peers in the offline evaluation and as candidate sources and ranker features of Aisle.
+
+- EASE (Steck, WWW 2019): a closed-form item-item model, B = I - P diagMat(1 / diag(P)) with
+  P = (X'X + lambda I)^-1, scores = X B. Strong on novel items; dense items x items, so it is fitted only
+  where the catalogue fits in memory (`max_items`).
+- Time-decayed repurchase: each past purchase of an item counts 2^(-age / half_life). The reorder signal
+  that dominates gift and grocery shops.
+- TIFU-KNN (Hu et al., SIGIR 2020), for next-basket data: a user is the time-decayed mean of their basket
+  vectors (baskets decay by r_basket inside a group of `group_size` baskets, groups by r_group); the
+  prediction blends the user's own vector (alpha) with the mean of the `neighbours` most similar users'.
+
+A history is purchase lines: user_id, item_id, ordered_at and, for TIFU-KNN, a basket key (`basket`:
+the order, or the purchase time where there is no order id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+DAY = 86_400.0
+
+
+def ease_weights(binary: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE's item x item weights from a users x items 0/1 matrix (zero diagonal)."""
+    gram = (binary.T @ binary).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    precision = np.linalg.inv(gram)
+    weights = -precision / np.diag(precision)
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+def ease_scores(binary: sp.csr_matrix, weights: np.ndarray) -> np.ndarray:
+    """Users x items EASE scores for the users (rows) of `binary`."""
+    return np.asarray(binary @ weights, dtype=np.float32)
+
+
+def decayed_counts(
+    lines: pd.DataFrame,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    as_of: pd.Timestamp,
+    half_life_days: float,
+) -> sp.csr_matrix:
+    """Users x items sum over past purchases of 2^(-age / half_life) (age in days before `as_of`)."""
+    u = pd.Index(user_ids).get_indexer(lines["user_id"])
+    i = pd.Index(item_ids).get_indexer(lines["item_id"])
+    age = (as_of - lines["ordered_at"]).dt.total_seconds().to_numpy() / DAY
+    keep = (u >= 0) & (i >= 0) & (age >= 0)
+    weight = np.exp2(-age[keep] / half_life_days).astype(np.float32)
+    return sp.csr_matrix((weight, (u[keep], i[keep])), shape=(len(user_ids), len(item_ids)))
+
+
+@dataclass(frozen=True)
+class TifuParams:
+    """TIFU-KNN's knobs (the paper's notation: k, alpha, r_b, r_g, m)."""
+
+    neighbours: int = 300
+    alpha: float = 0.7
+    r_basket: float = 0.9
+    r_group: float = 0.7
+    group_size: int = 7
+
+
+def tifu_user_vectors(
+    lines: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, params: TifuParams
+) -> np.ndarray:
+    """Each user's time-decayed mean basket vector (dense users x items; zero for users without baskets).
+
+    Baskets are numbered from the newest (0) back; basket j sits in group j // group_size (0 = newest) at
+    position j % group_size, and weighs r_basket^position * r_group^group, normalised per user. This is the
+    paper's repeated within-group and across-group averaging written as one weighted sum.
+    """
+    u = pd.Index(user_ids).get_indexer(lines["user_id"])
+    i = pd.Index(item_ids).get_indexer(lines["item_id"])
+    keep = (u >= 0) & (i >= 0)
+    frame = pd.DataFrame({"u": u[keep], "i": i[keep], "basket": lines["basket"].to_numpy()[keep]})
+    frame["t"] = lines["ordered_at"].to_numpy()[keep]
+    baskets = frame.groupby(["u", "basket"], as_index=False)["t"].max()
+    baskets["back"] = baskets.sort_values("t", ascending=False).groupby("u").cumcount()
+    baskets["w"] = params.r_basket ** (baskets["back"] % params.group_size) * params.r_group ** (
+        baskets["back"] // params.group_size
+    )
+    baskets["w"] /= baskets.groupby("u")["w"].transform("sum")
+    frame = frame.drop_duplicates(["u", "basket", "i"]).merge(
+        baskets[["u", "basket", "w"]], on=["u", "basket"]
+    )
+    vectors = sp.csr_matrix(
+        (frame["w"].to_numpy(np.float32), (frame["u"], frame["i"])), shape=(len(user_ids), len(item_ids))
+    )
+    return vectors.toarray()
+
+
+def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch: int = 1024) -> np.ndarray:
+    """TIFU-KNN scores for the users at `rows` of `vectors` (all users are candidate neighbours; a user is
+    never their own neighbour)."""
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = vectors / np.maximum(norms, 1e-12)[:, None]
+    k = min(params.neighbours, len(vectors) - 1)
+    out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        similarity = unit[chunk] @ unit.T
+        similarity[np.arange(len(chunk)), chunk] = -np.inf
+        if k <= 0:
+            neighbour_mean = np.zeros((len(chunk), vectors.shape[1]), dtype=np.float32)
+        else:
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            pick = sp.csr_matrix(
+                (
+                    np.full(nearest.size, 1.0 / k, dtype=np.float32),
+                    nearest.ravel(),
+                    np.arange(0, nearest.size + 1, k),
+                ),
+                shape=(len(chunk), len(vectors)),
+            )
+            neighbour_mean = pick @ vectors
+        out[start : start + len(chunk)] = params.alpha * vectors[chunk] + (1 - params.alpha) * neighbour_mean
+    return out

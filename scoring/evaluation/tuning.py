@@ -1,0 +1,59 @@
+"""Choosing a peer's knobs without reading the test window.
+
+The last `days` of the train window become a validation window: the peer is fitted on what came before it
+and scored on it with the protocol's own users, truth and metrics; the knobs with the best mean of NDCG@k
+over all items and over novel items win (one objective for both columns the target reads; a window
+without novel purchases reads the first alone), and are then frozen and refitted on the whole train
+window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scoring.evaluation.protocol import Split, per_user_metrics, split
+
+
+def validation_split(outer: Split, days: int) -> Split:
+    """The protocol's split of the train window alone: train before (cut - days), validate after."""
+    cut = outer.cut - pd.Timedelta(days=days)
+    return split(outer.train, cut=str(cut))
+
+
+def objective(scores: np.ndarray, validation: Split, k: int) -> float:
+    """Mean of NDCG@k over all items and over novel items on the validation window."""
+    columns = [per_user_metrics(scores, validation, novel, k)["ndcg"] for novel in (False, True)]
+    return float(np.mean([column.mean() for column in columns if len(column)]))
+
+
+def choose(
+    fit: Callable[[Split, Any], np.ndarray], grid: Sequence[Any], validation: Split, k: int
+) -> tuple[Any, list[tuple[Any, float]]]:
+    """The grid point with the best validation objective, and every point's objective."""
+    tried = [(params, objective(fit(validation, params), validation, k)) for params in grid]
+    best = max(tried, key=lambda pair: pair[1])[0]
+    return best, tried
+
+
+def describe(params: Any) -> dict:
+    """A grid point as the report's JSON records it."""
+    if dataclasses.is_dataclass(params):
+        return dataclasses.asdict(params)
+    return {"value": params}
+
+
+def tune_on_window(lines: pd.DataFrame, cut: pd.Timestamp, k: int) -> dict[str, Any]:
+    """The scoring run's own tuning of its peer-model sources: each peer's grid (peers.PEER_GRIDS) scored
+    on the label window (purchases from `cut` on, users active on both sides), the winners returned by
+    peer name. Returns {} when the window has no such user."""
+    from scoring.evaluation import peers
+
+    window = split(lines, cut=str(cut))
+    if not len(window.users):
+        return {}
+    return {name: choose(fit, grid, window, k)[0] for name, (fit, grid) in peers.PEER_GRIDS.items()}
