@@ -204,6 +204,14 @@ def _scan_sqlite(path: Path, label: str, scanned: list[str], hits: list[str]) ->
     _scan_bytes(path, f"{label} (whole file)", scanned, hits)
 
 
+def _is_lightgbm_model(path: Path) -> bool:
+    """A LightGBM text model (the rankers' weights): thousands of numbers, split thresholds and leaf
+    values, separated by spaces, where three in a row can look like a phone number; like the encoder's
+    weights, it holds no row of data, only the feature names the code gave it."""
+    with path.open("rb") as handle:
+        return handle.read(5) == b"tree\n"
+
+
 def _scan_workspace(settings: Settings) -> tuple[list[str], list[str]]:
     """Every relation the run wrote under the data folder. Returns (what was scanned, hits)."""
     root = settings.data_dir
@@ -223,11 +231,12 @@ def _scan_workspace(settings: Settings) -> tuple[list[str], list[str]]:
     done = {*seen, *parquet, settings.online_store_path.resolve(), settings.registry_path.resolve()}
     # Every other file's bytes (the online store's write-ahead log, run manifests, the ranker, the
     # tokenizer, embeddings, other builds' registries), except the dbt target folders, which hold the
-    # project's compiled SQL and unit-test fixtures (code, not data), and the model's weights.
+    # project's compiled SQL and unit-test fixtures (code, not data), and the models' weights (the
+    # encoder's and the LightGBM rankers').
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         if path.resolve() in done or "target" in path.relative_to(root).parts:
             continue
-        if path.suffix in {".safetensors", ".bin", ".pt"}:
+        if path.suffix in {".safetensors", ".bin", ".pt"} or _is_lightgbm_model(path):
             continue
         done.add(path.resolve())
         _scan_bytes(path, f"file {path.relative_to(root)}", scanned, hits)
