@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install browser score test test-fast features serve evaluate evaluate-search report bench lint clean
+.PHONY: install browser score update test test-fast features serve evaluate evaluate-search report bench lint clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ browser:
 
 score: install
 	$(PY) -m scoring score
+
+# Between nightly runs: what arrived since the last publication, scored with the promoted run.
+update: install
+	$(PY) -m scoring update
 
 features: install
 	$(PY) -m scoring features

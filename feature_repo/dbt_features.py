@@ -3,7 +3,10 @@
 A mart becomes a feature view when its dbt config has `meta.feast` (view name, entity columns, TTL).
 Its features are the documented columns other than the entities and `event_timestamp`; each Field
 takes its description and type from the column's dbt `description` and `data_type`, and the view takes
-its description, owner and tags from the model. `feast dbt import` does the same for BigQuery,
+its description, owner and tags from the model. A model whose `meta.feast` names a `push_source` becomes a
+StreamFeatureView over a PushSource of that name, with the mart as its batch source: a build materializes
+it like the others, and pushes (POST /events, Feast's /push) write fresher rows online in between.
+The TTL is `ttl_days` plus `ttl_hours`. `feast dbt import` does the same for BigQuery,
 Snowflake and file sources with placeholder paths only, so Aisle reads the manifest itself.
 
 The same mapping checks the two places the docs can fall out of step with: `mart_violations` (the
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from feast import Entity, FeatureView, Field, FileSource
+from feast import Entity, FeatureView, Field, FileSource, PushSource, StreamFeatureView
 from feast.types import Array, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -40,6 +44,7 @@ DBT_TO_FEAST: dict[str, FeastType] = {
     "float": Float32,
     "varchar": String,
     "varchar[]": Array(String),
+    "bigint[]": Array(Int64),
     "timestamp": UnixTimestamp,
 }
 DBT_TO_ARROW: dict[str, pa.DataType] = {
@@ -49,6 +54,7 @@ DBT_TO_ARROW: dict[str, pa.DataType] = {
     "float": pa.float32(),
     "varchar": pa.string(),
     "varchar[]": pa.list_(pa.string()),
+    "bigint[]": pa.list_(pa.int64()),
     "timestamp": pa.timestamp("us"),
 }
 
@@ -127,8 +133,14 @@ def field_for(model: dict[str, Any], column: dict[str, Any]) -> Field:
     )
 
 
+def view_ttl(spec: dict[str, Any]) -> timedelta:
+    """A view's TTL from its `meta.feast`: `ttl_days` and `ttl_hours` (0 when absent: no expiry)."""
+    return timedelta(days=int(spec.get("ttl_days", 0)), hours=int(spec.get("ttl_hours", 0)))
+
+
 def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: Path) -> FeatureView:
-    """One Feast feature view over the Parquet file dbt wrote for `model`."""
+    """One Feast feature view over the Parquet file dbt wrote for `model`; a stream feature view over a
+    PushSource (batch source: that file) when the model names a `push_source`."""
     spec = model["config"]["meta"]["feast"]
     owner = model_owner(model)
     description = (model.get("description") or "").strip()
@@ -140,17 +152,28 @@ def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: 
         timestamp_field="event_timestamp",
         description=f"dbt model {model['name']} (Parquet, external materialization)",
     )
-    return FeatureView(
+    arguments: dict[str, Any] = dict(
         name=spec["view"],
         entities=[entities[key] for key in spec["entities"]],
-        ttl=timedelta(days=int(spec.get("ttl_days", 0))),
+        ttl=view_ttl(spec),
         schema=[field_for(model, column) for column in feature_columns(model)],
-        source=source,
         online=True,
         description=description,
         owner=owner,
         tags=view_tags(model),
     )
+    if spec.get("push_source"):
+        push = PushSource(
+            name=spec["push_source"],
+            batch_source=source,
+            description=f"Fresh rows of dbt model {model['name']}, pushed online between builds",
+        )
+        # Feast warns that stream feature views are alpha on every construction (each apply, each server
+        # worker); Aisle uses only their push path (no stream engine, no aggregations), which is stable.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Stream feature views are experimental", RuntimeWarning)
+            return StreamFeatureView(source=push, timestamp_field="event_timestamp", **arguments)
+    return FeatureView(source=source, **arguments)
 
 
 def view_tags(model: dict[str, Any]) -> dict[str, str]:
@@ -197,6 +220,14 @@ def mart_violations(model: dict[str, Any], schema: pa.Schema) -> list[str]:
     return problems
 
 
+def registered_features(view: FeatureView) -> list[Field]:
+    """A view's features as the registry holds them, without its join keys: Feast 0.67 serialises a stream
+    feature view's whole schema, join keys included, as its features, so one read back from the registry
+    lists `user_id` among them; it is the entity, not a feature."""
+    keys = {column.name for column in view.entity_columns}
+    return [field for field in view.features if field.name not in keys]
+
+
 def registry_drift(manifest: dict[str, Any], views: list[FeatureView]) -> list[str]:
     """How applied feature views differ from what the manifest defines (empty when in sync).
 
@@ -212,7 +243,7 @@ def registry_drift(manifest: dict[str, Any], views: list[FeatureView]) -> list[s
             problems.append(f"{spec['view']}: defined by dbt model {model['name']} but not applied")
             continue
         expected = {field.name: field for field in (field_for(model, c) for c in feature_columns(model))}
-        actual = {field.name: field for field in view.features}
+        actual = {field.name: field for field in registered_features(view)}
         for missing in sorted(expected.keys() - actual.keys()):
             problems.append(f"{view.name}.{missing}: documented in dbt but missing from the feature view")
         for extra in sorted(actual.keys() - expected.keys()):
@@ -228,7 +259,7 @@ def registry_drift(manifest: dict[str, Any], views: list[FeatureView]) -> list[s
         view_expected = {
             "owner": model_owner(model),
             "description": (model.get("description") or "").strip(),
-            "ttl": timedelta(days=int(spec.get("ttl_days", 0))),
+            "ttl": view_ttl(spec),
             "tags": view_tags(model),
         }
         for attribute, want in view_expected.items():

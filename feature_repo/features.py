@@ -1,4 +1,5 @@
-"""Aisle's Feast repository: entities, the feature views dbt documents, recommendations, search, services.
+"""Aisle's Feast repository: entities, the feature views dbt documents (one of them, the shopper's session
+activity, a stream view fed by a push source), recommendations, search, services.
 
 Entity -> source -> FeatureView -> versioned FeatureService, as in Feast's `local` template. The views
 over dbt marts are generated from the dbt manifest (dbt_features.py); only the views the scorer
@@ -46,6 +47,8 @@ user_history: FeatureView = _views["user_history"]
 query_stats: FeatureView = _views["query_stats"]
 item_search_stats: FeatureView = _views["item_search_stats"]
 query_item_stats: FeatureView = _views["query_item_stats"]
+# A stream feature view over the push source `session_activity_push` (dbt meta.feast.push_source).
+user_session_activity: FeatureView = _views["user_session_activity"]
 
 _published = (
     Path(os.environ.get("AISLE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")) / "published"
@@ -153,6 +156,15 @@ search_ranking_v1 = FeatureService(
     "volume and engagement, query x item clicks, the item's search engagement, user RFM, item popularity.",
     owner=OWNER,
     tags={"version": "1", "consumer": "search ranker"},
+)
+
+session_v1 = FeatureService(
+    name="session_v1",
+    features=[user_session_activity],
+    description="A shopper's live session: items viewed, carted and bought in the last session window, "
+    "pushed by POST /events; POST /recommend re-ranks the published candidates with it.",
+    owner=OWNER,
+    tags={"version": "1", "consumer": "real-time recommend"},
 )
 
 search_results_v1 = FeatureService(

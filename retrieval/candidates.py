@@ -138,9 +138,17 @@ def item_similarity(binary: sp.csr_matrix) -> sp.csr_matrix:
     return (sp.diags(1 / norms) @ co @ sp.diags(1 / norms)).tocsr()
 
 
-def co_purchase(matrix: sp.csr_matrix, user_ids, item_ids, k: int, batch: int = 2048) -> pd.DataFrame:
-    """Item-kNN scores (sum of cosine similarities to the user's items), the user's own items excluded."""
-    similarity = item_similarity(matrix)
+def co_purchase(
+    matrix: sp.csr_matrix,
+    user_ids,
+    item_ids,
+    k: int,
+    batch: int = 2048,
+    similarity: sp.csr_matrix | None = None,
+) -> pd.DataFrame:
+    """Item-kNN scores (sum of cosine similarities to the user's items), the user's own items excluded.
+    `similarity` is the item x item similarity to use (by default fitted on `matrix` itself)."""
+    similarity = item_similarity(matrix) if similarity is None else similarity
     frames = []
     for start in range(0, matrix.shape[0], batch):
         block = matrix[start : start + batch]
@@ -223,16 +231,22 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def generate(
     lines: pd.DataFrame, queries: Queries, catalogue: Catalogue, as_of: pd.Timestamp, budget: Budget
 ) -> pd.DataFrame:
-    """Every source for every user from purchases strictly before `as_of`, merged."""
+    """Every source for the queried users from purchases strictly before `as_of`, merged.
+
+    The global models (ALS, co-purchase similarity, EASE, TIFU-KNN's neighbours, popularity) are fitted
+    on everyone's purchases whichever users are asked, so a user gets the same candidates whether they
+    are scored with everyone (`make score`) or alone with the few users a day changed (`make update`).
+    """
     user_ids, item_ids = queries.user_ids, catalogue.item_ids
     before = lines[lines["ordered_at"] < as_of]
-    counts = user_item_matrix(before, user_ids, item_ids, binary=False)
-    binary = counts.copy()
-    binary.data[:] = 1.0
-    user_factors, item_factors = als_factors(
+    everyone = np.array(sorted(before["user_id"].unique()))
+    counts = user_item_matrix(before, everyone, item_ids, binary=False)
+    everyone_binary = counts.copy()
+    everyone_binary.data[:] = 1.0
+    everyone_factors, item_factors = als_factors(
         counts, budget.als_dim, budget.seed, budget.als_regularization, budget.als_iterations
     )
-    everyone = np.array(sorted(before["user_id"].unique()))
+    binary = user_item_matrix(before, user_ids, item_ids)
     rows = pd.Index(everyone).get_indexer(user_ids)
     tifu_vectors = item_models.tifu_user_vectors(
         before.assign(basket=before["ordered_at"]), everyone, item_ids, budget.tifu
@@ -241,15 +255,15 @@ def generate(
     known = rows >= 0
     tifu[known] = item_models.tifu_scores(tifu_vectors, rows[known], budget.tifu)
     if len(item_ids) <= budget.ease_max_items:
-        weights = item_models.ease_weights(user_item_matrix(before, everyone, item_ids), budget.ease_lambda)
+        weights = item_models.ease_weights(everyone_binary, budget.ease_lambda)
         ease = item_models.ease_scores(binary, weights)
     else:
         ease = np.zeros((len(user_ids), len(item_ids)), dtype=np.float32)
     frames = [
         embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k),
         repeat(before[before["user_id"].isin(set(user_ids))], as_of, budget.half_life_days),
-        co_purchase(binary, user_ids, item_ids, budget.k),
-        als(user_factors, item_factors, user_ids, item_ids, budget.k),
+        co_purchase(binary, user_ids, item_ids, budget.k, similarity=item_similarity(everyone_binary)),
+        als(everyone_factors[rows[known]], item_factors, user_ids[known], item_ids, budget.k),
         from_matrix(ease, user_ids, item_ids, budget.k, "ease", exclude=binary),
         from_matrix(tifu, user_ids, item_ids, budget.k, "tifu"),
         popular(before, user_ids, as_of, budget.popular_k, budget.popular_days),

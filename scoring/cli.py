@@ -37,6 +37,10 @@ def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
         from scoring.pipeline.job import run
 
         run(settings.model_copy(update={"force_publish": True}) if args.force_publish else settings)
+    elif command == "update":
+        from scoring.pipeline.update import run
+
+        run(settings)
     elif command == "stage":
         from scoring.pipeline.stages import rerun
 
@@ -58,6 +62,12 @@ def _run(args: argparse.Namespace, rest: list[str], settings: Settings) -> None:
         from scoring.bench.pipeline import main
 
         main(rest)
+    elif command == "demo":
+        from scoring.ingest.prepare import next_day
+
+        with workspace_lock(settings.lock_path, f"aisle demo {args.action}"):
+            for path in next_day(settings):
+                print(f"released {path}")
     else:
         from scoring.ingest.prepare import prepare_raw
         from scoring.pipeline.build import build_features
@@ -79,7 +89,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="publish even if the publish gate refuses the run (AISLE_FORCE_PUBLISH=1); the manifest says so",
     )
+    commands.add_parser(
+        "update",
+        help="score what arrived since the last publication with the promoted run (make update)",
+    )
     commands.add_parser("generate", help="write the demo shop's raw files")
+    demo = commands.add_parser("demo", help="the demo shop's held-back days (AISLE_DEMO_PENDING_DAYS)")
+    demo.add_argument(
+        "action",
+        choices=["next-day"],
+        help="next-day: release the earliest held-back day into the raw folder",
+    )
     commands.add_parser(
         "features", help="dbt build, feast apply and materialize in a new build, then swap it in"
     )

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="How the demo's shoppers come back: gift (now and then) or grocery (a basket of staples "
         "reordered every week or two); scoring/ingest/demo_shop.py CADENCES.",
     )
+    demo_pending_days: int = Field(
+        0,
+        ge=0,
+        description="The demo shop's last days of events and searches held back as dated drops in the raw "
+        "folder's _pending/ (0: none); `aisle demo next-day` releases one day at a time.",
+    )
 
     # --- governance rules (dbt reads them from the environment `environ()` exports) -------------
     max_line_quantity: int = Field(5000, description="Lines with more units are quantity outliers.")
@@ -101,6 +107,12 @@ class Settings(BaseSettings):
     # --- retrieval and ranking ----------------------------------------------------------------
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
     top_n: int = Field(20, description="Recommendations published per user.")
+    serve_candidates: int = Field(
+        100,
+        ge=1,
+        description="Ranked candidates published per user (published/candidates.parquet), the pool the "
+        "real-time /recommend route re-ranks with fresh session features.",
+    )
     popular_k: int = Field(50, description="Popular items added to every user's candidates.")
     als_factors: int = Field(128, description="Latent factors of the ALS candidate source.")
     als_regularization: float = Field(0.05, description="L2 regularisation of the ALS candidate source.")
@@ -322,6 +334,36 @@ class Settings(BaseSettings):
     serve_torch_threads: int = Field(
         1, ge=1, description="Torch threads per server worker (query encoding); workers give the parallelism."
     )
+    # Real time (POST /events and POST /recommend, scoring/serving/recommend_route.py).
+    session_window_hours: int = Field(
+        24,
+        ge=1,
+        description="A shopper's session activity (Feast user_session_activity, dbt "
+        "fct_user_session_activity) holds the items viewed, carted and bought within this many hours "
+        "before their last event.",
+    )
+    events_max_future_s: float = Field(
+        300.0,
+        ge=0,
+        description="POST /events refuses an event_at more than this many seconds ahead of the server's "
+        "clock (clock skew allowed).",
+    )
+    recommend_max_k: int = Field(100, ge=1, description="Most items one POST /recommend may ask for (`k`).")
+    session_view_weight: float = Field(
+        0.5,
+        ge=0,
+        description="POST /recommend: a candidate's boost per unit of its best cosine similarity to an item "
+        "viewed in the session, on a scale where the ranker's whole list spans 1.",
+    )
+    session_cart_weight: float = Field(
+        0.8, ge=0, description="The same boost for similarity to an item carted in the session."
+    )
+    session_rebuy_min_repeat: float = Field(
+        0.0,
+        ge=0,
+        description="An item bought in the session stays in POST /recommend's answer only as an expected "
+        "repeat: the user had bought it before and its repeat-source score is at least this.",
+    )
 
     # A build folder being built beside the live one (see `for_build`); None means the live workspace.
     _build_root: Path | None = PrivateAttr(None)
@@ -433,6 +475,7 @@ class Settings(BaseSettings):
             "AISLE_MAX_LINE_QUANTITY": str(self.max_line_quantity),
             "AISLE_MAX_PRICE_RATIO": str(self.max_price_ratio),
             "AISLE_SESSION_TIMEOUT_MINUTES": str(self.session_timeout_minutes),
+            "AISLE_SESSION_WINDOW_HOURS": str(self.session_window_hours),
             "AISLE_FRESHNESS_MAX_DAYS": str(self.freshness_max_days),
             "AISLE_MAX_QUERY_CHARS": str(self.max_query_chars),
             "AISLE_BOT_SEARCHES_PER_DAY": str(self.bot_searches_per_day),

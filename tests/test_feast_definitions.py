@@ -31,6 +31,7 @@ EXPECTED_VIEWS = {
     "query_stats",
     "item_search_stats",
     "query_item_stats",
+    "user_session_activity",
 }
 ENTITIES = {
     "user_id": Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING),
@@ -47,7 +48,13 @@ def manifest(workspace: Settings) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def applied_views(workspace: Settings) -> list:
-    return feature_store.store(workspace).list_feature_views()
+    """Every applied view: Feast lists the stream views (user_session_activity, over a push source) apart,
+    and reads their join keys back as features (dbt_features.registered_features)."""
+    fs = feature_store.store(workspace)
+    streams = fs.list_stream_feature_views()
+    for view in streams:
+        view.features = dbt_features.registered_features(view)
+    return fs.list_feature_views() + streams
 
 
 def _model(manifest: dict[str, Any], name: str) -> dict[str, Any]:

@@ -196,7 +196,8 @@ def test_exposures_cover_every_feature_service_and_the_scorer(workspace: Setting
         assert exposure["depends_on"]["nodes"], exposure["name"]
     assert "nightly_scorer" in exposures
     fs = feature_store.store(workspace)
-    views = {view.name: view for view in fs.list_feature_views()}
+    # Feast lists the stream views (user_session_activity) apart from the others.
+    views = {view.name: view for view in [*fs.list_feature_views(), *fs.list_stream_feature_views()]}
     for service in fs.list_feature_services():
         assert service.name in exposures, f"feature service {service.name} has no exposure"
         exposure = exposures[service.name]

@@ -92,28 +92,28 @@ def test_an_unknown_shop_or_the_wrong_settings_are_refused(tmp_path: Path) -> No
 # --- purchases ----------------------------------------------------------------------------------------------
 RETAIL_ROWS = [  # InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID
     (
-        "536365",
-        "85123A",
-        " WHITE HANGING HEART T-LIGHT HOLDER",
+        "900101",
+        "97001A",
+        " BLUE ENAMEL PICNIC MUG",
         "6",
-        "2010-12-01 08:26:00",
+        "2011-03-14 08:15:00",
         "2.55",
-        "17850.0",
+        "99001.0",
     ),
-    ("536366", "22633", "HAND WARMER UNION JACK", "6", "2010-12-01 08:28:00", "1.85", "17850.0"),
-    ("C536379", "22633", "HAND WARMER UNION JACK", "-1", "2010-12-01 09:41:00", "1.85", "17850.0"),
-    ("536380", "POST", "POSTAGE", "1", "2010-12-01 09:45:00", "18.00", "12583.0"),
-    ("536381", "22139", "RETROSPOT TEA SET", "2", "2010-12-01 09:50:00", "0", "12583.0"),
-    ("536382", "22139", "RETROSPOT TEA SET", "2", "2010-12-01 09:51:00", "4.95", ""),
-    ("536383", "22139", "RETROSPOT TEA SET", "0", "2010-12-01 09:52:00", "4.95", "12583.0"),
+    ("900107", "97011", "WOOLLEN SCARF TARTAN", "6", "2011-03-14 08:17:00", "1.85", "99001.0"),
+    ("C900108", "97011", "WOOLLEN SCARF TARTAN", "-1", "2011-03-14 09:30:00", "1.85", "99001.0"),
+    ("900109", "POST", "POSTAGE", "1", "2011-03-14 09:34:00", "18.00", "99005.0"),
+    ("900110", "97012", "PEWTER EGG CUP", "2", "2011-03-14 09:39:00", "0", "99005.0"),
+    ("900111", "97012", "PEWTER EGG CUP", "2", "2011-03-14 09:40:00", "4.95", ""),
+    ("900112", "97012", "PEWTER EGG CUP", "0", "2011-03-14 09:41:00", "4.95", "99005.0"),
     (
-        "536384",
-        "84029g",
-        "KNITTED UNION FLAG HOT WATER BOTTLE",
+        "900113",
+        "97014g",
+        "FELT FOX DOORSTOP",
         "1",
-        "2010-12-02 10:00:00",
+        "2011-03-15 10:00:00",
         "3.39",
-        "12583.0",
+        "99005.0",
     ),
 ]
 
@@ -126,18 +126,18 @@ def test_online_retail_purchases_follow_the_protocol_rules(tmp_path: Path) -> No
     profile = shops.evaluation_settings(
         "online_retail",
         Settings(data_dir=tmp_path, source="online_retail", raw_path=path),
-        ("2010-12-02", None),
+        ("2011-03-15", None),
     )
     bought = shops.purchases("online_retail", profile)
     assert list(bought.columns) == ["user_id", "item_id", "ordered_at", "title"]
     # Kept: positive quantity and price, a customer, not a cancellation, a product code.
     assert sorted(zip(bought.user_id, bought.item_id, strict=True)) == [
-        ("12583", "84029G"),
-        ("17850", "22633"),
-        ("17850", "85123A"),
+        ("99001", "97001A"),
+        ("99001", "97011"),
+        ("99005", "97014G"),
     ]
     assert pd.api.types.is_datetime64_any_dtype(bought.ordered_at)
-    assert "WHITE HANGING HEART T-LIGHT HOLDER" in set(bought.title)
+    assert "BLUE ENAMEL PICNIC MUG" in set(bought.title)
 
 
 @pytest.fixture(scope="module")

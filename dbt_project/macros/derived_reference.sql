@@ -49,6 +49,7 @@ derived_items as (
     select
         '{{ source_name }}' as source_name,
         '{{ source_name }}.derived_items:' || event_items.item_id as row_key,
+        cast(null as varchar) as source_file,
         cast(null as bigint) as source_row_number,
         cast(null as bigint) as occurrence,
         event_items.item_id,
@@ -79,6 +80,7 @@ derived_users as (
     select
         '{{ source_name }}' as source_name,
         '{{ source_name }}.derived_users:' || user_id as row_key,
+        cast(null as varchar) as source_file,
         cast(null as bigint) as source_row_number,
         cast(null as bigint) as occurrence,
         user_id,

@@ -100,7 +100,7 @@
 {% macro duckdb__median(expr) -%}median({{ expr }}){%- endmacro %}
 {% macro spark__median(expr) -%}percentile_approx({{ expr }}, 0.5){%- endmacro %}
 
-{# The position of each row in its raw file, 0-based, to trace a quarantined row back to its line. #}
+{# The position of each row in the scan of its raw relation, 0-based (raw_rows makes it per file). #}
 {% macro source_row_number() -%}{{ return(adapter.dispatch('source_row_number', 'aisle')()) }}{%- endmacro %}
 {% macro default__source_row_number() -%}(row_number() over () - 1){%- endmacro %}
 
@@ -124,3 +124,8 @@
 {% macro unicode_fold(expr) -%}{{ return(adapter.dispatch('unicode_fold', 'aisle')(expr)) }}{%- endmacro %}
 {% macro default__unicode_fold(expr) -%}{{ expr }}{%- endmacro %}
 {% macro duckdb__unicode_fold(expr) -%}strip_accents(nfc_normalize({{ expr }})){%- endmacro %}
+
+{# The name of a file without its folder (the raw file a row arrived in). #}
+{% macro file_name(expr) -%}{{ return(adapter.dispatch('file_name', 'aisle')(expr)) }}{%- endmacro %}
+{% macro default__file_name(expr) -%}regexp_extract({{ expr }}, '[^/]*$', 0){%- endmacro %}
+{% macro duckdb__file_name(expr) -%}parse_filename({{ expr }}){%- endmacro %}

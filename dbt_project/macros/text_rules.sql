@@ -34,8 +34,8 @@
 {% macro title_material(expr) -%}
     {{ title_case(regexp_extract('lower(' ~ expr ~ ')', '\\b(ceramic|porcelain|glass|wood|wooden|metal|tin|zinc|enamel|cotton|linen|wool|felt|paper|card|plastic|bamboo|wicker|rattan|jute|velvet|silk|leather|stone|copper|brass|iron|steel|wax|resin|acrylic|canvas|fabric|cardboard|terracotta|stoneware|latex|crystal|pearl|shell|lace|beeswax|paraffin|kraft)\\b')) }}
 {%- endmacro %}
-{#- Words that end many titles without naming the product ("Jumbo Bag Pink Polkadot", "Cake Stand Large",
-    "Door Sign 2", "Flowers Set Of 3"): colours, sizes, patterns, counts and pack sizes. -#}
+{#- Words that end many titles without naming the product ("Storage Box Green Spotty", "Tea Tray Large",
+    "Gate Plaque 2", "Napkins Set Of 4"): colours, sizes, patterns, counts and pack sizes. -#}
 {% macro title_qualifier_pattern() -%}
     ([^a-z]+|\s+(red|blue|green|pink|white|black|ivory|cream|yellow|orange|purple|grey|gray|silver|gold|brown|turquoise|natural|multicolour|rose|lilac|mint|navy|teal|beige|charcoal|large|small|mini|medium|jumbo|big|design|designs|retrospot|polkadot|spotty|spot|spots|stripe|stripes|paisley|assorted|christmas|vintage|antique|colours|colour|set|pack|of|for|in|w|with|and|cm|[a-z]*[0-9][a-z0-9]*))+$
 {%- endmacro %}

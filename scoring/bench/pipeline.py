@@ -9,9 +9,16 @@ asserted in tests.
   dbt process (target: < 8 GB at 10M, about linear time);
 - Feast online lookups over HTTP: scoring/bench/serving.py (reports/bench_serving.json);
 - POST /search over HTTP, head and tail queries, beside the in-process floor of each of its parts:
-  scoring/bench/search.py (reports/bench_search.json).
+  scoring/bench/search.py (reports/bench_search.json);
+- POST /recommend p50/p95/p99 at 1 and 16 clients and push-to-serve freshness (POST /events to the
+  first /recommend answer that reflects it): scoring/bench/serving.py's real-time part
+  (reports/bench_realtime.json);
+- on Online Retail, the last day through `make update` against a full `make score` of the same data,
+  wall time and peak memory: scoring/bench/update.py (reports/bench_update.json).
 
-Results go to reports/bench.json. Sizes can be reduced with --quick.
+Results go to reports/bench.json (the real-time and update figures too). Sizes can be reduced with
+--quick; `--only` runs some parts alone (`python -m scoring bench --only recommend update`), and their
+figures replace those parts' in reports/bench.json, the others kept.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 
 from scoring.bench import search as bench_search
 from scoring.bench import serving as bench_serving
+from scoring.bench import update as bench_update
 from scoring.settings import ROOT, Settings
 
 
@@ -108,26 +116,59 @@ def bench_dbt(base: Settings, users: list[int]) -> list[dict]:
     return rows
 
 
+PARTS = ("embedding", "retrieval", "dbt", "lookups", "search", "recommend", "update")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aisle bench", description="Aisle's speed and memory benchmarks.")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="run these parts alone (lookups: Feast over HTTP; recommend: /recommend and freshness; "
+        "update: make update against make score on Online Retail)",
+    )
+    parser.add_argument(
+        "--update-reference",
+        choices=["full", "base"],
+        default="full",
+        help="the update's reference: make score of every day (full), or the update's base run (base)",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     results: dict = {}
-    print("embedding throughput ...")
-    results["embedding"] = bench_embedding(settings, 2_000 if args.quick else 10_000)
-    print(results["embedding"])
-    print("retrieval, exact against IVF ...")
-    results["retrieval"] = bench_retrieval(20_000 if args.quick else 200_000, 1_000)
-    print(results["retrieval"])
-    print("dbt build scaling ...")
-    results["dbt_build"] = bench_dbt(settings, [2_000, 6_000] if args.quick else [19_000, 57_000, 190_000])
-    print("Feast online lookups over HTTP ...")
-    bench_serving.main([])
-    print("POST /search over HTTP ...")
-    bench_search.main(["--requests", "500", "--floor-requests", "100"] if args.quick else [])
+    if "embedding" in args.only:
+        print("embedding throughput ...")
+        results["embedding"] = bench_embedding(settings, 2_000 if args.quick else 10_000)
+        print(results["embedding"])
+    if "retrieval" in args.only:
+        print("retrieval, exact against IVF ...")
+        results["retrieval"] = bench_retrieval(20_000 if args.quick else 200_000, 1_000)
+        print(results["retrieval"])
+    if "dbt" in args.only:
+        print("dbt build scaling ...")
+        results["dbt_build"] = bench_dbt(
+            settings, [2_000, 6_000] if args.quick else [19_000, 57_000, 190_000]
+        )
+    if "lookups" in args.only:
+        print("Feast online lookups over HTTP ...")
+        bench_serving.main(["--parts", "lookups"])
+    if "search" in args.only:
+        print("POST /search over HTTP ...")
+        bench_search.main(["--requests", "500", "--floor-requests", "100"] if args.quick else [])
+    if "recommend" in args.only:
+        print("POST /recommend over HTTP and push-to-serve freshness ...")
+        requests, trials = (500, 20) if args.quick else (5_000, 100)
+        results["realtime"] = bench_serving.run_realtime(requests, trials, [1, 16])
+    if "update" in args.only:
+        print("make update against make score on Online Retail ...")
+        results["update"] = bench_update.run("online_retail", args.update_reference)
     out = ROOT / "reports"
     out.mkdir(exist_ok=True)
+    if set(args.only) != set(PARTS) and (out / "bench.json").exists():
+        results = json.loads((out / "bench.json").read_text()) | results
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     print(f"wrote {out / 'bench.json'}")

@@ -30,19 +30,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from scoring.bench.serving import Result, _free_port, _summarise, console, http_load
+from scoring.bench.serving import (
+    Result,
+    _free_port,
+    _summarise,
+    _timed,
+    console,
+    http_load,
+    latency_cells,
+    machine,
+)
 from scoring.errors import AisleError
 from scoring.serving.server import FeatureServer, worker_count
 from scoring.settings import ROOT, Settings
@@ -96,16 +102,6 @@ def _answered(payload: bytes) -> bool:
     return bool(json.loads(payload).get("items"))
 
 
-def _time(calls: list[Callable[[], Any]]) -> tuple[list[float], float]:
-    latencies = []
-    began = time.perf_counter()
-    for call in calls:
-        t = time.perf_counter()
-        call()
-        latencies.append(time.perf_counter() - t)
-    return latencies, time.perf_counter() - began
-
-
 def floors(settings: Settings, logs: dict[str, pd.DataFrame], count: int) -> list[Result]:
     """Each part of a search, timed alone in this process on the engine the server loads.
 
@@ -127,7 +123,7 @@ def floors(settings: Settings, logs: dict[str, pd.DataFrame], count: int) -> lis
     results: list[Result] = []
 
     def add(part: str, calls: list[Callable[[], Any]], threads: int = settings.serve_torch_threads) -> None:
-        latencies, wall = _time(calls)
+        latencies, wall = _timed(calls)
         results.append(_summarise(f"in process, {threads} torch thread(s)", part, 1, 1, latencies, 0, wall))
 
     add("query encoding", [lambda q=q: sf.encode(run.model, [q]) for q in queries])
@@ -266,13 +262,7 @@ def run(requests: int, floor_requests: int, concurrency: list[int]) -> dict[str,
                 kind: round(float(log["user_id"].notna().mean()), 3) for kind, log in logs.items()
             },
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": metadata.version("torch"),
-            "platform": platform.platform(),
-            "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": machine(load_before, "torch"),
     }
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2))
@@ -289,12 +279,7 @@ def show(results: list[Result], report: dict[str, Any]) -> None:
             r.path,
             r.service,
             str(r.clients),
-            f"{r.requests:,}",
-            str(r.errors),
-            f"{r.p50_ms:.2f}",
-            f"{r.p95_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.throughput_rps:,.0f}",
+            *latency_cells(r),
         )
     console.print(table)
     server, machine = report["server"], report["machine"]

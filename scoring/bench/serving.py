@@ -14,20 +14,38 @@ sqlite3 select of the serialized entity keys from the online store's tables. The
 docs/protocols.md (one user, ranking_v1, HTTP, p50 <= 5 ms and p99 <= 10 ms) is judged on the
 one-client run, since latency under 16 concurrent clients on a shared 2-core host is mostly queueing.
 The table is printed and written to reports/bench_serving.json.
+
+The real-time part (`--parts realtime`, `run_realtime`) measures, on the same server:
+- `POST /recommend` (k = 10) p50, p95 and p99 at 1 and 16 clients (target: p99 <= 20 ms at one client),
+  for users without a session (their published candidates in the ranker's order) and for users given
+  a live session just before (a view and a cart through `POST /events`: every answer re-ranked with
+  item similarities); an error is a transport error, a non-200 answer or an answer without items, and
+  the answers' `answered_from` is tallied;
+- push-to-serve freshness: per trial, a published user's recommended item that is no repeat purchase
+  (times_bought 0 in published/candidates.parquet) is bought through `POST /events`; the clock runs
+  from just before that POST until the first `POST /recommend` answer without the item (polled back to
+  back), target <= 1 s. A trial whose item is still there after 10 s counts as not reflected.
+Its trials push events, which change the answers of the users they touch for the session window, so it
+runs in a workspace of its own, data/bench/realtime (a demo shop built and scored there when missing,
+sizes from the AISLE_DEMO_* settings), with a bench token that opens the write routes. The figures are
+printed and written to reports/bench_realtime.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import platform
 import random
+import secrets
 import socket
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -38,6 +56,7 @@ import pandas as pd
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -46,7 +65,11 @@ from scoring.serving.server import FeatureServer
 from scoring.settings import ROOT, Settings
 
 REPORT = ROOT / "reports" / "bench_serving.json"
+REALTIME_REPORT = ROOT / "reports" / "bench_realtime.json"
 TARGET_MS = {"p50": 5.0, "p99": 10.0}
+TARGET_RECOMMEND_P99_MS = 20.0
+TARGET_FRESHNESS_S = 1.0
+FRESHNESS_TIMEOUT_S = 10.0
 RANKING_VIEWS = {
     "user_stats": ["user_id"],
     "item_stats": ["item_id"],
@@ -90,6 +113,18 @@ def _summarise(
         mean_ms=round(float(ms.mean()), 3) if len(ms) else float("nan"),
         throughput_rps=round((len(latencies) + errors) / wall_s, 1),
     )
+
+
+def machine(load_before: tuple[float, float, float], *packages: str) -> dict[str, Any]:
+    """The host a benchmark ran on, with the versions of `packages`. The load average before and after
+    is there because other work on the host competes for its cores with both client and server."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in packages},
+        "platform": platform.platform(),
+        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def ensure_workspace(settings: Settings) -> None:
@@ -304,19 +339,24 @@ def run(requests: int, batch_requests: int, floor_requests: int, concurrency: li
             "users_published": len(pools["recommendations_v1"]),
             "user_item_pairs": len(pools["ranking_v1"]),
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "feast": metadata.version("feast"),
-            "platform": platform.platform(),
-            # Other work on the host competes for its cores with both the client and the server.
-            "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": machine(load_before, "feast"),
     }
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2))
     show(results, report)
     return report
+
+
+def latency_cells(r: Result) -> list[str]:
+    """A result's requests, errors, percentiles and throughput as table cells, for every latency table."""
+    return [
+        f"{r.requests:,}",
+        str(r.errors),
+        f"{r.p50_ms:.2f}",
+        f"{r.p95_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        f"{r.throughput_rps:,.0f}",
+    ]
 
 
 def show(results: list[Result], report: dict[str, Any]) -> None:
@@ -341,12 +381,7 @@ def show(results: list[Result], report: dict[str, Any]) -> None:
             r.service,
             str(r.entities),
             str(r.clients),
-            f"{r.requests:,}",
-            str(r.errors),
-            f"{r.p50_ms:.2f}",
-            f"{r.p95_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.throughput_rps:,.0f}",
+            *latency_cells(r),
         )
     console.print(table)
     verdict = "met" if target["met"] else "NOT met"
@@ -354,6 +389,225 @@ def show(results: list[Result], report: dict[str, Any]) -> None:
         f"Server memory (MB) before and after the HTTP load: {report['server_memory_mb_before_after']}. "
         f"Target ({target['what']}): p50 {target['measured_p50_ms']:.2f} ms (<= {target['p50_ms']}), "
         f"p99 {target['measured_p99_ms']:.2f} ms (<= {target['p99_ms']}): {verdict}. Report: {REPORT}"
+    )
+
+
+def realtime_settings(base: Settings) -> Settings:
+    """The real-time bench's own workspace (module docstring): a free port and a token for the writes."""
+    return base.model_copy(
+        update={
+            "source": "demo",
+            "raw_path": None,
+            "as_of": None,
+            "demo_pending_days": 0,
+            "data_dir": ROOT / "data" / "bench" / "realtime",
+            "feast_port": _free_port(),
+            "serve_token": SecretStr(secrets.token_urlsafe(16)),
+            # A first run has no promoted run before it: publish whatever the gate says.
+            "force_publish": True,
+        }
+    )
+
+
+def _item_ids(payload: bytes) -> list[str]:
+    return [item["item_id"] for item in json.loads(payload)["items"]]
+
+
+def _post(
+    connection: http.client.HTTPConnection, path: str, body: dict, token: str = ""
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    connection.request("POST", path, json.dumps(body).encode(), headers)
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def freshness(settings: Settings, users: list[str], candidates: pd.DataFrame) -> dict[str, Any]:
+    """Push-to-serve freshness over one trial per user (module docstring): seconds from the POST of a
+    purchase to the first /recommend answer without the bought item."""
+    token = settings.serve_token.get_secret_value()
+    first_time = candidates[candidates["times_bought"] == 0].groupby("user_id")["item_id"].agg(set)
+    connection = http.client.HTTPConnection(settings.feast_host, settings.feast_port, timeout=30)
+    seconds, polls, push_ms, not_reflected, skipped = [], [], [], 0, 0
+    for user in users:
+        status, payload = _post(connection, "/recommend", {"user_id": user, "k": 10})
+        new = (
+            [item for item in _item_ids(payload) if item in first_time.get(user, ())] if status == 200 else []
+        )
+        if not new:
+            skipped += 1
+            continue
+        event = {"user_id": user, "item_id": new[0], "event_type": "purchase"}
+        began = time.perf_counter()
+        status, payload = _post(connection, "/events", event, token)
+        push_ms.append((time.perf_counter() - began) * 1000)
+        if status >= 300:
+            raise RuntimeError(f"POST /events answered {status}: {payload[:300]!r}")
+        for poll in itertools.count(1):
+            status, payload = _post(connection, "/recommend", {"user_id": user, "k": 10})
+            elapsed = time.perf_counter() - began
+            if status == 200 and new[0] not in _item_ids(payload):
+                seconds.append(elapsed)
+                polls.append(poll)
+                break
+            if elapsed > FRESHNESS_TIMEOUT_S:
+                not_reflected += 1
+                break
+    connection.close()
+    measured = np.asarray(seconds) if seconds else np.asarray([np.nan])
+    p50, p95 = np.percentile(measured, [50, 95])
+    return {
+        "trials": len(seconds) + not_reflected,
+        "reflected": len(seconds),
+        "not_reflected_within_s": {"count": not_reflected, "timeout_s": FRESHNESS_TIMEOUT_S},
+        "skipped_users_without_a_new_item": skipped,
+        "p50_s": round(float(p50), 4),
+        "p95_s": round(float(p95), 4),
+        "max_s": round(float(measured.max()), 4),
+        "post_events_p50_ms": round(float(np.percentile(push_ms, 50)), 3) if push_ms else None,
+        "recommend_polls_max": max(polls, default=0),
+    }
+
+
+def _warm_sessions(settings: Settings, users: list[str], candidates: pd.DataFrame) -> None:
+    """Give each user a live session (a view and a cart of two of their candidates) through POST /events,
+    so that their /recommend answers take the session re-rank."""
+    token = settings.serve_token.get_secret_value()
+    pools = candidates.groupby("user_id")["item_id"].agg(list)
+    connection = http.client.HTTPConnection(settings.feast_host, settings.feast_port, timeout=30)
+    for user in users:
+        for kind, item in zip(("view", "cart"), pools[user][-2:], strict=False):
+            status, payload = _post(
+                connection, "/events", {"user_id": user, "item_id": item, "event_type": kind}, token
+            )
+            if status != 200:
+                raise RuntimeError(f"POST /events answered {status}: {payload[:300]!r}")
+    connection.close()
+
+
+def _without_session(settings: Settings, users: list[str], probes: int = 500) -> list[str]:
+    """Those of (up to `probes` of) `users` whose answer comes from the published candidates alone: an
+    earlier run of this bench may have left them a live session. All of them when none is left."""
+    connection = http.client.HTTPConnection(settings.feast_host, settings.feast_port, timeout=30)
+    quiet = []
+    for user in users[:probes]:
+        status, payload = _post(connection, "/recommend", {"user_id": user, "k": 10})
+        if status == 200 and json.loads(payload)["answered_from"] == "published":
+            quiet.append(user)
+    connection.close()
+    return quiet or users
+
+
+def run_realtime(
+    requests: int, trials: int, concurrency: list[int], session_users: int = 200
+) -> dict[str, Any]:
+    """POST /recommend latency and push-to-serve freshness (module docstring), in the bench workspace.
+
+    Latency is measured for two kinds of user: `no session` (published candidates in the ranker's order,
+    the cheaper path) and `live session` (users given a view and a cart just before, so every answer is
+    re-ranked with item similarities). Which path answered is tallied from the answers."""
+    settings = realtime_settings(Settings())
+    ensure_workspace(settings)
+    if not (settings.published_dir / "candidates.parquet").exists():  # a workspace scored before it existed
+        from scoring.pipeline.job import run as score
+
+        score(settings)
+    candidates = pd.read_parquet(
+        settings.published_dir / "candidates.parquet", columns=["user_id", "item_id", "times_bought"]
+    )
+    users = sorted(candidates["user_id"].unique())
+    rng = random.Random(0)
+    rng.shuffle(users)
+    # At most a third of the users each for sessions and trials, so that a small shop leaves users for
+    # the no-session load. Users touched by an earlier run of this bench may still have a session there:
+    # the tally of answered_from says so.
+    with_session, trial = min(session_users, len(users) // 3), min(trials, len(users) // 3)
+    groups = {
+        "live session": users[:with_session],
+        "freshness": users[with_session : with_session + trial],
+        "no session": users[with_session + trial :],
+    }
+    load_before = os.getloadavg()
+    results: list[Result] = []
+    answered_from: dict[str, Counter[str]] = {}
+    with FeatureServer(settings) as server:
+        groups["no session"] = _without_session(settings, groups["no session"])
+        _warm_sessions(settings, groups["live session"], candidates)
+        for scenario in ("no session", "live session"):
+            bodies = [
+                json.dumps({"user_id": rng.choice(groups[scenario]), "k": 10}).encode()
+                for _ in range(requests)
+            ]
+            tally: Counter[str] = Counter()
+            lock = threading.Lock()
+
+            def answered(payload: bytes, tally: Counter[str] = tally, lock: threading.Lock = lock) -> bool:
+                answer = json.loads(payload)
+                with lock:
+                    tally[answer.get("answered_from", "?")] += 1
+                return bool(answer.get("items"))
+
+            http_load(settings.feast_host, settings.feast_port, bodies[:200], 1, "/recommend", answered)
+            for clients in concurrency:
+                console.print(
+                    f"HTTP POST /recommend, {scenario}, {clients} clients, {len(bodies):,} requests"
+                )
+                latencies, errors, wall = http_load(
+                    settings.feast_host, settings.feast_port, bodies, clients, "/recommend", answered
+                )
+                results.append(
+                    _summarise("HTTP POST /recommend", scenario, 1, clients, latencies, errors, wall)
+                )
+            answered_from[scenario] = dict(tally)
+        console.print(f"push-to-serve freshness, {len(groups['freshness'])} trials")
+        fresh = freshness(settings, groups["freshness"], candidates)
+        assert server.healthy(), "the server did not survive the load"
+    one_client = [r for r in results if r.clients == 1]
+    worst = max((r.p99_ms for r in one_client), default=float("nan"))
+    report = {
+        "results": [asdict(r) for r in results],
+        "answered_from": answered_from,
+        "freshness": fresh,
+        "target": {
+            "recommend_p99_ms_one_client": TARGET_RECOMMEND_P99_MS,
+            "measured_p99_ms": {r.service: r.p99_ms for r in one_client},
+            "recommend_met": bool(one_client) and worst <= TARGET_RECOMMEND_P99_MS,
+            "freshness_s": TARGET_FRESHNESS_S,
+            "measured_freshness_max_s": fresh["max_s"],
+            "freshness_met": fresh["reflected"] > 0
+            and fresh["not_reflected_within_s"]["count"] == 0
+            and fresh["max_s"] <= TARGET_FRESHNESS_S,
+        },
+        "workspace": {"data_dir": str(settings.data_dir.resolve()), "users_with_candidates": len(users)},
+        "machine": machine(load_before),
+    }
+    REALTIME_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REALTIME_REPORT.write_text(json.dumps(report, indent=2))
+    show_realtime(results, report)
+    return report
+
+
+def show_realtime(results: list[Result], report: dict[str, Any]) -> None:
+    table = Table(title="POST /recommend (latency in ms)")
+    for column in ("user", "clients", "requests", "errors", "p50", "p95", "p99", "req/s"):
+        table.add_column(column, justify="left" if column == "user" else "right")
+    for r in results:
+        table.add_row(
+            r.service,
+            str(r.clients),
+            *latency_cells(r),
+        )
+    console.print(table)
+    fresh, target = report["freshness"], report["target"]
+    console.print(
+        f"Answered from: {report['answered_from']}. POST /recommend p99 at one client "
+        f"{target['measured_p99_ms']} ms (<= {TARGET_RECOMMEND_P99_MS}): "
+        f"{'met' if target['recommend_met'] else 'NOT met'}. Push-to-serve freshness over {fresh['trials']} "
+        f"trials: p50 {fresh['p50_s']} s, p95 {fresh['p95_s']} s, max {fresh['max_s']} s, "
+        f"{fresh['not_reflected_within_s']['count']} not reflected (<= {TARGET_FRESHNESS_S} s): "
+        f"{'met' if target['freshness_met'] else 'NOT met'}. Report: {REALTIME_REPORT}"
     )
 
 
@@ -367,8 +621,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--floor-requests", type=int, default=2_000, help="lookups per floor scenario")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16], help="concurrent client counts")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["lookups", "realtime"],
+        default=["lookups", "realtime"],
+        help="lookups: Feast online lookups; realtime: POST /recommend and push-to-serve freshness",
+    )
+    parser.add_argument(
+        "--recommend-requests", type=int, default=5_000, help="HTTP requests per /recommend scenario"
+    )
+    parser.add_argument("--freshness-trials", type=int, default=100, help="users bought for, one event each")
     args = parser.parse_args(argv)
-    run(args.requests, args.batch_requests, args.floor_requests, args.clients)
+    if "lookups" in args.parts:
+        run(args.requests, args.batch_requests, args.floor_requests, args.clients)
+    if "realtime" in args.parts:
+        run_realtime(args.recommend_requests, args.freshness_trials, args.clients)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ def evaluation_settings(shop: str, base: Settings, cut: Cut) -> Settings:
             "raw_path": data_dir / "raw",
             "demo_cadence": "grocery",
             "demo_end_date": GROCERY_END.strftime("%Y-%m-%d"),
+            # The whole shop: the protocol reads its raw events, which held-back days would cut short.
+            "demo_pending_days": 0,
             "label_window_days": (end - pd.Timestamp(train_end)).days,
         }
     return base.model_copy(update=update)

@@ -10,6 +10,11 @@ warehouse, and publishing writes the recommendation lists into a scratch file in
 Readers (the feature server keeps one connection open) see the old rows or the new ones, never a mix,
 and after a build the online store holds exactly the latest offline values: rows whose snapshot
 dates did not move, entities that left the marts, and a switched source included.
+
+An incremental build (`make update`) starts its scratch store as a copy of the live one and materializes
+only the new interval (`materialize_since`): the rows newer than the previous build's marts. Rows that
+changed at older snapshot times (a late return, a corrected row) are rewritten for their entities, and
+entities that left a mart are deleted, so the scratch store ends exactly as a full materialization would.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.repo_config import load_repo_config
 
 from scoring.settings import FEATURE_REPO, Settings
@@ -72,10 +81,122 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
     now - ttl would load nothing. The views the scorer writes are left to publishing.
     """
     fs = store(settings)
-    views = [view.name for view in fs.list_feature_views() if view.name not in PUBLISHED_VIEWS]
     fs.materialize(
-        start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end or datetime.now(UTC), feature_views=views
+        start_date=EPOCH,
+        end_date=end or datetime.now(UTC),
+        feature_views=[view.name for view in materialized_views(fs)],
     )
+
+
+EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+def materialized_views(fs: FeatureStore) -> list:
+    """The views a build materializes from the marts: the batch views and the stream views' batch sources
+    (session activity, which `/events` pushes to between builds), not the scorer's published views.
+    Feast lists stream views apart from the others."""
+    views = [*fs.list_feature_views(), *fs.list_stream_feature_views()]
+    return [view for view in views if view.name not in PUBLISHED_VIEWS]
+
+
+def copy_online_store(live: Path, copy: Path) -> None:
+    """A consistent copy of the live SQLite store (its WAL included), through SQLite's backup API."""
+    copy.unlink(missing_ok=True)
+    source = sqlite3.connect(live, timeout=60)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
+def materialize_since(settings: Settings, previous_marts: Path, end: datetime | None = None) -> dict:
+    """Bring the settings' online store, a copy of the store a full materialization of `previous_marts`
+    filled, up to the settings' marts by loading only what is new.
+
+    Per view: Feast materializes the interval from the previous mart's newest snapshot time to `end`
+    (what `materialize_incremental` does, with the interval's start taken from the data rather than from
+    the registry's wall-clock record, as the marts' times are the shop's, not the build's). Entities with
+    a row added, changed or removed before that interval get their latest row written again, and an
+    entity with no row left is deleted. A view whose mart is new is materialized whole. Returns, per
+    view, the interval and the entities rewritten or deleted.
+    """
+    end = end or datetime.now(UTC)
+    fs = store(settings)
+    record: dict[str, dict] = {}
+    with duckdb.connect() as con:
+        for view in materialized_views(fs):
+            new = Path(view.batch_source.path)
+            old = previous_marts / new.name
+            if not old.exists():
+                fs.materialize(start_date=EPOCH, end_date=end, feature_views=[view.name])
+                record[view.name] = {"start": str(EPOCH), "end": str(end), "whole": True}
+                continue
+            ts = view.batch_source.timestamp_field
+            start = con.sql(f"select max({ts}) from read_parquet('{old}')").fetchall()[0][0]
+            start = EPOCH if start is None else pd.Timestamp(start).tz_localize(UTC).to_pydatetime()
+            fs.materialize(start_date=start, end_date=end, feature_views=[view.name])
+            rewritten, deleted = _repair(con, fs, view, new, old, start, end)
+            record[view.name] = {
+                "start": str(start),
+                "end": str(end),
+                "rewritten": rewritten,
+                "deleted": deleted,
+            }
+    return record
+
+
+def _repair(
+    con, fs: FeatureStore, view, new: Path, old: Path, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """Rewrite the latest row of every entity whose rows changed up to `start`; delete the entities
+    that have no row left. Returns (rewritten, deleted)."""
+    keys = ", ".join(view.join_keys)
+    ts = view.batch_source.timestamp_field
+    start_utc, end_utc = (pd.Timestamp(t).tz_convert(UTC).tz_localize(None) for t in (start, end))
+    changed = f"""
+        select distinct {keys} from (
+            (select * from read_parquet('{new}') except all select * from read_parquet('{old}'))
+            union all
+            (select * from read_parquet('{old}') except all select * from read_parquet('{new}'))
+        ) where {ts} <= timestamp '{start_utc}'
+    """
+    latest = con.sql(
+        f"""
+        select n.* from read_parquet('{new}') n semi join ({changed}) c using ({keys})
+        where n.{ts} <= timestamp '{end_utc}'
+        qualify row_number() over (partition by {", ".join(f"n.{k}" for k in view.join_keys)}
+                                   order by n.{ts} desc) = 1
+        """
+    ).df()
+    if len(latest):
+        fs.write_to_online_store(view.name, latest)
+    gone = con.sql(f"select * from ({changed}) anti join read_parquet('{new}') n using ({keys})").df()
+    if len(gone):
+        _delete_entities(fs, view, gone)
+    return len(latest), len(gone)
+
+
+def _delete_entities(fs: FeatureStore, view, keys: pd.DataFrame) -> None:
+    """Delete entities' rows from a view's online table (an entity that left its mart entirely)."""
+    version = fs.config.entity_key_serialization_version
+    names = sorted(view.join_keys)
+    serialized = [
+        serialize_entity_key(
+            EntityKey(join_keys=names, entity_values=[Value(string_val=str(row[k])) for k in names]), version
+        )
+        for _, row in keys.iterrows()
+    ]
+    con = sqlite3.connect(fs.config.online_store.path, timeout=60)
+    try:
+        with con:
+            con.executemany(
+                f'delete from "{online_table(fs, view.name)}" where entity_key = ?',
+                [(k,) for k in serialized],
+            )
+    finally:
+        con.close()
 
 
 def online_table(fs: FeatureStore, view: str) -> str:

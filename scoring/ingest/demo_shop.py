@@ -20,7 +20,9 @@ The files and the exact shape of every defect are described in `generate`.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from scoring.ingest import arrivals
 
 # --- catalogue vocabulary ----------------------------------------------------------------------------------
 # Every title word is already "Title Case" (first letter upper, the rest lower, no hyphens) so that a repair
@@ -1008,6 +1012,71 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
+# --- arrivals: the last days held back as dated drops -------------------------------------------------------
+# The tables whose rows happen at a time, so that a day of them can arrive as its own file (the raw
+# contract's dated drops, scoring/ingest/arrivals.py); items and users arrive whole in the initial files.
+ARRIVING = {"events": "event_at", "searches": "searched_at"}
+
+
+def _arrival_days(times: pa.ChunkedArray, start_s: int, end_s: int) -> np.ndarray:
+    """The day (days since 1970) each row arrives on, in file order.
+
+    A row arrives on its timestamp's day where that parses in the clean format and lies in the shop's
+    period. A defective time (malformed, or five years ahead) says nothing about when the row was sent:
+    such a row arrives with the row before it, among which it is written. A day is also never earlier
+    than the row before (a duplicate is written up to 50 rows after its original), so each day's rows
+    are one contiguous slice of the file, and the initial file followed by the drops in date order is
+    exactly the file written without pending days: same rows, same order, same row keys."""
+    parsed = pc.strptime(times, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    seconds = pc.fill_null(parsed.cast(pa.int64()), -1).to_numpy()
+    in_period = (seconds >= start_s) & (seconds < end_s)
+    days = np.where(in_period, seconds // DAY, start_s // DAY)
+    return np.maximum.accumulate(days) if len(days) else days
+
+
+def _date(day: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(day))
+
+
+def _with_arrivals(truth: pa.Table, days: dict[str, np.ndarray], first_drop_day: int) -> pa.Table:
+    """The defect truth plus the day of the drop each defective row arrives in (null: the initial file)."""
+    arrives: list[str | None] = []
+    for table, row in zip(truth["table"].to_pylist(), truth["row_number"].to_pylist(), strict=True):
+        day = days[table][row] if table in days else None
+        arrives.append(_date(day).isoformat() if day is not None and day >= first_drop_day else None)
+    return truth.append_column("arrives", pa.array(arrives, pa.string()))
+
+
+def _write_arriving(
+    table: pa.Table, name: str, days: np.ndarray, first_drop_day: int, out_dir: Path
+) -> dict[str, int]:
+    """The rows before first_drop_day as the initial file, each later day as a dated drop in the pending
+    folder; returns the rows of each drop by day. Not arrivals.split_by_day, which files a row by its own
+    time: a defective time five years ahead would make a drop of its own, years after the shop's end."""
+    cut = int(np.searchsorted(days, first_drop_day))
+    _write(table.slice(0, cut), out_dir / f"{name}.parquet")
+    pending = arrivals.pending_dir(out_dir)
+    pending.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for day in np.unique(days[cut:]):
+        start, stop = np.searchsorted(days, [day, day + 1])
+        _write(
+            table.slice(int(start), int(stop - start)),
+            arrivals.drop_path(pending, name, _date(day), "parquet"),
+        )
+        rows[_date(day).isoformat()] = int(stop - start)
+    return rows
+
+
+def _clear_arrivals(out_dir: Path) -> None:
+    """Remove the drops of a shop written before (pending or released): a regenerated shop must not be
+    read together with another one's days."""
+    shutil.rmtree(arrivals.pending_dir(out_dir), ignore_errors=True)
+    for name in ARRIVING:
+        for drop in out_dir.glob(f"{name}-????-??-??.parquet"):
+            drop.unlink()
+
+
 def generate(
     out_dir: Path,
     *,
@@ -1018,6 +1087,7 @@ def generate(
     defect_rate: float = 0.01,
     end_date: str = "2026-10-31",
     cadence: str = "gift",
+    pending_days: int = 0,
 ) -> dict:
     """Write a synthetic shop into out_dir and return the summary (also in `_truth/summary.json`).
 
@@ -1062,8 +1132,19 @@ def generate(
               bot_traffic (quarantine): one account's 600+ searches in one day (none at rate 0).
 
     The search log draws from its own random stream, so adding it left the other files unchanged.
+
+    pending_days (default 0: everything in the files above): the events and searches of the last
+    pending_days days are held back as dated drops, one file per day and table
+    (`_pending/events-YYYY-MM-DD.parquet`, scoring/ingest/arrivals.py), which `aisle demo next-day`
+    releases into out_dir one day at a time. The shop is generated whole first, so the initial files
+    followed by the drops in date order are exactly the files written without pending days (a row with a
+    defective time arrives with its neighbours, `_arrival_days`). Row numbers in the truth count over
+    that whole sequence; the defect truth gets an `arrives` column (the drop's day, null for the initial
+    file), and the summary the rows of each drop ("drops"). Drops of a shop written before are removed.
     """
     _validate(n_users, n_items, days, defect_rate)
+    if not 0 <= pending_days < days:
+        raise ValueError(f"pending_days must be within [0, days): got {pending_days} of {days}")
     if cadence not in CADENCES:
         raise ValueError(f"cadence must be one of {sorted(CADENCES)}")
     profile = CADENCES[cadence]
@@ -1096,6 +1177,14 @@ def generate(
         seed, cat, users, steps, contacts, start_s, end_s, defect_rate, widths
     )
     truth = _truth_table([event_defects, item_defects, user_defects, search_log.defects])
+    tables = {"events": events_table, "searches": search_log.table}
+    first_drop_day = end_s // DAY - pending_days
+    arrival = {}
+    if pending_days:
+        arrival = {
+            name: _arrival_days(tables[name][column], start_s, end_s) for name, column in ARRIVING.items()
+        }
+        truth = _with_arrivals(truth, arrival, first_drop_day)
 
     files = {
         "events.parquet": events_table,
@@ -1107,8 +1196,15 @@ def generate(
         "_truth/clean_descriptions.parquet": clean_descriptions,
         "_truth/clean_queries.parquet": search_log.clean_queries,
     }
+    _clear_arrivals(out_dir)
+    drops: dict[str, dict[str, int]] = {}
     for name, table in files.items():
-        _write(table, out_dir / name)
+        stem = name.removesuffix(".parquet")
+        if stem in arrival:
+            for day, rows in _write_arriving(table, stem, arrival[stem], first_drop_day, out_dir).items():
+                drops.setdefault(day, {})[stem] = rows
+        else:
+            _write(table, out_dir / name)
     params = shop_parameters(
         n_users=n_users,
         n_items=n_items,
@@ -1117,28 +1213,41 @@ def generate(
         defect_rate=defect_rate,
         end_date=end_date,
         cadence=cadence,
+        pending_days=pending_days,
     )
     summary = _summary(
         params, files, [event_defects, item_defects, user_defects, search_log.defects], ev, start_s, end_s
     )
     summary["searches"] = search_log.stats
+    if pending_days:
+        summary["drops"] = dict(sorted(drops.items()))
     (truth_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
 def shop_parameters(
-    *, n_users: int, n_items: int, days: int, seed: int, defect_rate: float, end_date: str, cadence: str
+    *,
+    n_users: int,
+    n_items: int,
+    days: int,
+    seed: int,
+    defect_rate: float,
+    end_date: str,
+    cadence: str,
+    pending_days: int = 0,
 ) -> dict:
     """The parameters a summary records, which also tell a caller whether files on disk are still current.
 
-    The default cadence is left out so that gift shops written before the setting existed stay current
-    and byte-identical.
+    The default cadence and no pending days are left out so that shops written before those settings
+    existed stay current and byte-identical.
     """
     params: dict = dict(
         n_users=n_users, n_items=n_items, days=days, seed=seed, defect_rate=defect_rate, end_date=end_date
     )
     if cadence != "gift":
         params["cadence"] = cadence
+    if pending_days:
+        params["pending_days"] = pending_days
     return params
 
 

@@ -1,16 +1,21 @@
 """The raw data a run reads: the demo shop written (or reused) when it is the source, your own files or
-the Online Retail file checked against the contract before dbt sees them."""
+the Online Retail file checked against the contract before dbt sees them; and the demo's next day."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from scoring.ingest import demo_shop, raw_contract
+from scoring.errors import AisleError
+from scoring.ingest import arrivals, demo_shop, raw_contract
 from scoring.settings import Settings
 
 
 def prepare_raw(settings: Settings) -> dict:
-    """Generate the demo shop when it is the source and its files are missing or stale."""
+    """Generate the demo shop when it is the source and its files are missing or stale.
+
+    A shop whose held-back days were partly released is still current: its parameters match, and the
+    released drops stay in the raw folder beside the initial files."""
     if settings.source != "demo":
         raw_contract.check(settings)
         return {"raw_path": str(settings.resolved_raw_path)}
@@ -23,9 +28,24 @@ def prepare_raw(settings: Settings) -> dict:
         defect_rate=settings.demo_defect_rate,
         end_date=settings.demo_end_date,
         cadence=settings.demo_cadence,
+        pending_days=settings.demo_pending_days,
     )
     summary_file = out / "_truth" / "summary.json"
     if summary_file.exists() and json.loads(summary_file.read_text()).get("parameters") == params:
         return {"raw_path": str(out), "generated": False}
     summary = demo_shop.generate(out, **params)
     return {"raw_path": str(out), "generated": True, "rows": summary["row_counts"]}
+
+
+def next_day(settings: Settings) -> list[Path]:
+    """Release the earliest held-back day (`aisle demo next-day`): its drops move from the raw folder's
+    _pending/ into the raw folder, where the next `make update` (or `make score`) reads them."""
+    raw = settings.resolved_raw_path
+    pending = arrivals.pending_dir(raw)
+    if not (pending.is_dir() and any(arrivals.drop_day(path) for path in pending.iterdir())):
+        raise AisleError(
+            f"no pending days in {pending}: every held-back day has arrived. To hold the demo shop's last "
+            "N days back, set AISLE_DEMO_PENDING_DAYS=N and write the shop again: `aisle generate` does "
+            f"when N differs from the shop's ({raw / '_truth' / 'summary.json'}), else remove {raw} first"
+        )
+    return arrivals.release_next_day(raw)

@@ -12,7 +12,8 @@ The contract (README, "Use your own data"): only `events` is a required file; `i
 `items` only `item_id` and `title` are required; in `users` only `user_id`; in `searches` every column but
 `position` (an empty user_id is an anonymous search, an empty item_id a search with no action). dbt
 reads a missing optional column as null and a missing optional table as no rows (macro raw_layout in
-dbt_project/macros/raw_rows.sql).
+dbt_project/macros/raw_rows.sql). New data arrives as dated drops beside each table's initial file
+(`<table>-YYYY-MM-DD.<ext>`, scoring/ingest/arrivals.py); every one of them is checked the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scoring.errors import AisleError
+from scoring.ingest import arrivals
 from scoring.settings import Settings
 
 # Every column of each canonical table, in the order the demo shop writes them.
@@ -308,25 +310,58 @@ def check_file(
     return _check_csv(path, required, optional, needs_rows, context)
 
 
+def _arrivals(folder: Path, table: str, extension: str, context: str) -> list[Path]:
+    """Every file dbt's glob reads for a table (`<table>[.-]*<ext>`), in arrival order; a name the glob
+    matches that is neither the initial file nor a dated drop is refused (dbt would read it)."""
+    files = arrivals.arrival_files(folder, table, extension)
+    for path in folder.glob(f"{table}[.-]*{extension}"):
+        if path not in files:
+            raise _fail(
+                path,
+                "",
+                "the name is neither the initial file nor a dated drop",
+                f"arrival_name: name it {table}.{extension} or {table}-YYYY-MM-DD.{extension}",
+                context,
+            )
+    return files
+
+
 def check(settings: Settings) -> dict[str, list[str]]:
     """Raise RawContractError unless every raw file the active adapter reads can be read as the contract
-    says. Returns the columns of each table found (a table without a file is left out)."""
+    says: each table's initial file and its dated drops (scoring/ingest/arrivals.py). Returns the columns
+    of each table found (those of its first file; a table without a file is left out). A drop may be
+    empty (a day without rows); an initial file of events or items needs rows."""
     root = settings.resolved_raw_path
     if settings.source == "online_retail":
-        return {"invoice_lines": check_file(root, ONLINE_RETAIL, context="the UCI Online Retail export")}
+        context = "the UCI Online Retail export"
+        if not root.is_dir():
+            return {"invoice_lines": check_file(root, ONLINE_RETAIL, context=context)}
+        files = sorted(root.glob(f"{arrivals.ONLINE_RETAIL_TABLE}[.-]*csv*"))
+        if not files:
+            missing = arrivals.initial_path(root, arrivals.ONLINE_RETAIL_TABLE, "csv.gz")
+            raise RawContractError(f"{missing}: file is missing (rule required_file; {context})")
+        columns = [check_file(path, ONLINE_RETAIL, context=context) for path in files]
+        return {"invoice_lines": columns[0]}
     extension = "csv" if settings.raw_format == "csv" else "parquet"
     found = {}
     for table, columns in CONTRACT.items():
-        path = root / f"{table}.{extension}"
-        if table in OPTIONAL_TABLES and not path.exists():
-            continue
+        context = f"canonical contract, table {table}"
+        files = _arrivals(root, table, extension, context)
+        if not files:
+            if table in OPTIONAL_TABLES:
+                continue
+            files = [arrivals.initial_path(root, table, extension)]  # reported missing below
         required = REQUIRED[table]
         optional = tuple(c for c in (*columns, *EXTRA_COLUMNS[table]) if c not in required)
-        found[table] = check_file(
-            path,
-            required,
-            optional,
-            needs_rows=table in NEEDS_ROWS,
-            context=f"canonical contract, table {table}",
-        )
+        checked = [
+            check_file(
+                path,
+                required,
+                optional,
+                needs_rows=table in NEEDS_ROWS and arrivals.drop_day(path) is None,
+                context=context,
+            )
+            for path in files
+        ]
+        found[table] = checked[0]
     return found

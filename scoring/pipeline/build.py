@@ -1,34 +1,90 @@
-"""A governed build of the warehouse, marts and Feast registry, swapped in whole or not at all."""
+"""A governed build of the warehouse, marts and Feast registry, swapped in whole or not at all.
+
+A full build (`make score`, `aisle features`) starts from an empty folder. An incremental build
+(`make update`) starts from copies of the live build's warehouse, marts and registry and of the live
+online store: dbt's incremental models load only the raw files not loaded yet, the table models rebuild
+over them, and Feast materializes only the new interval (feature_store.materialize_since). Both end the
+same way: the online store's feature tables, then the `data/live` link, move to the new folder only once
+every model, test and materialization passed. Each build folder records what it did in `build.json`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scoring.errors import AisleError
 from scoring.features import feature_store
 from scoring.pipeline.run_folder import prune, swap_link
 from scoring.settings import Settings
-from scoring.warehouse import dbt
+from scoring.warehouse import dbt, tables
+
+BUILD_RECORD = "build.json"
 
 
-def build_features(settings: Settings) -> Path:
+def build_features(settings: Settings, incremental: bool = False) -> Path:
     """dbt build, feast apply and materialize: the governed features every consumer reads.
 
     All three write into a new folder under `data/builds`, beside the live one; only when every model,
     every test and the materialization passed do the online store's feature tables and then the
     `data/live` link move to it. A failure anywhere leaves the last good warehouse, marts, registry
-    and online store as they were. Returns the build folder.
+    and online store as they were. With `incremental`, the new folder is seeded from the live build
+    (see the module's docstring). Returns the build folder.
     """
     root = settings.builds_dir / (datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}")
     staged = settings.for_build(root)
+    record: dict = {
+        "kind": "incremental" if incremental else "full",
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    previous = settings.live_dir.resolve() if incremental else None
+    if previous is not None:
+        _seed(settings, previous, staged)
+        record["seeded_from"] = previous.name
     dbt.run(staged, "build")
+    if previous is not None:
+        _check_marts_moved(staged, previous)
     feature_store.apply(staged)
-    feature_store.materialize(staged)
+    if previous is not None:
+        record["materialized"] = feature_store.materialize_since(staged, previous / "marts")
+    else:
+        feature_store.materialize(staged)
     fs = feature_store.store(staged)
     published = frozenset(feature_store.online_table(fs, view) for view in feature_store.PUBLISHED_VIEWS)
     feature_store.swap_online_tables(settings.online_store_path, staged.online_store_path, keep=published)
     staged.online_store_path.unlink()  # its rows are live now
+    record["finished_at"] = datetime.now(UTC).isoformat()
+    (root / BUILD_RECORD).write_text(json.dumps(record, indent=2, default=str))
     swap_link(settings.live_dir, root)
     prune(settings.builds_dir, settings.keep_builds, protect=settings.live_dir)
     return root
+
+
+def _seed(settings: Settings, previous: Path, staged: Settings) -> None:
+    """Copy the live build's warehouse, marts and registry, and the live online store, into the new
+    build folder: dbt's incremental models append to the copies and Feast adds the new interval to them,
+    while the live files stay untouched for every reader (and for a failure)."""
+    if not (previous / "warehouse.duckdb").exists():
+        raise AisleError(f"no live build in {settings.live_dir} to update: run `make score` first")
+    staged.state_dir.mkdir(parents=True)
+    shutil.copy2(previous / "warehouse.duckdb", staged.warehouse_path)
+    wal = previous / "warehouse.duckdb.wal"  # left only if the last writer died before its checkpoint
+    if wal.exists():
+        shutil.copy2(wal, staged.warehouse_path.with_name(wal.name))
+    shutil.copy2(previous / "registry.db", staged.registry_path)
+    # Real copies, never hardlinks: dbt rewrites the external marts in place.
+    shutil.copytree(previous / "marts", staged.marts_dir)
+    feature_store.copy_online_store(settings.online_store_path, staged.online_store_path)
+
+
+def _check_marts_moved(staged: Settings, previous: Path) -> None:
+    """Every view of the new warehouse over an external (Parquet) mart must read the new build's file:
+    one still reading the live build's would break once that build is pruned."""
+    with tables.connect(staged) as con:
+        views = con.sql("select view_name, sql from duckdb_views() where not internal").fetchall()
+    stale = [name for name, sql in views if str(previous) in sql]
+    if stale:
+        raise AisleError(f"views of the new build still read the live build's marts: {', '.join(stale)}")

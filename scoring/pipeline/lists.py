@@ -30,9 +30,11 @@ def _purchases(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
     return lines[lines["ordered_at"] < as_of]
 
 
-def select_lists(settings: Settings, run: RunFolder) -> dict:
-    """Both lists with their reasons, written to `recommendations.parquet`."""
-    as_of = pd.Timestamp(run.manifest["stages"]["training_pairs"]["as_of"])
+def select_lists(settings: Settings, run: RunFolder, as_of: pd.Timestamp | None = None) -> dict:
+    """Both lists with their reasons, written to `recommendations.parquet`. `as_of` is the scoring time
+    (by default the one the run's first stage fixed; an update scores as of its own)."""
+    if as_of is None:
+        as_of = pd.Timestamp(run.manifest["stages"]["training_pairs"]["as_of"])
     purchases = _purchases(settings, as_of)
     items = pd.read_parquet(tables.mart_path(settings, "dim_items"), columns=["item_id", "title"])
     ranked = pd.read_parquet(run.path("ranked.parquet"))

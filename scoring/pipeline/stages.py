@@ -83,7 +83,8 @@ def build_index(settings: Settings, run: RunFolder) -> dict:
     return dict(info.__dict__)
 
 
-def _purchases(settings: Settings) -> pd.DataFrame:
+def purchases(settings: Settings) -> pd.DataFrame:
+    """Every clean purchase line with a user: what the candidate sources are fitted on."""
     sql = "select user_id, item_id, ordered_at from fct_order_lines where user_id is not null"
     return tables.read(settings, sql)
 
@@ -107,14 +108,19 @@ def _source_knobs(settings: Settings, lines: pd.DataFrame, label_start: pd.Times
     return knobs
 
 
-def retrieve(settings: Settings, run: RunFolder) -> dict:
-    """Candidates for every user as of the scoring time, and as of the label window's start."""
-    as_of, label_start = _times(run)
-    lines = _purchases(settings)
-    items = pd.read_parquet(run.path("items.parquet"))
-    catalogue = cand.Catalogue(faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy())
-    knobs = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start)
-    budget = cand.Budget(
+def recorded_knobs(record: dict) -> dict:
+    """The source knobs a run's candidates stage chose (its manifest's `source_knobs`), for scoring more
+    users with the same sources without tuning again (`make update`)."""
+    return {
+        "ease": record["ease"]["value"],
+        "decayed_repurchase": record["decayed_repurchase"]["value"],
+        "tifu_knn": item_models.TifuParams(**record["tifu_knn"]),
+    }
+
+
+def budget(settings: Settings, knobs: dict) -> cand.Budget:
+    """The candidate sources' budget and knobs."""
+    return cand.Budget(
         k=settings.candidates_k,
         popular_k=settings.popular_k,
         als_dim=settings.als_factors,
@@ -127,6 +133,15 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
         ease_max_items=settings.ease_max_items,
         tifu=knobs["tifu_knn"],
     )
+
+
+def retrieve(settings: Settings, run: RunFolder) -> dict:
+    """Candidates for every user as of the scoring time, and as of the label window's start."""
+    as_of, label_start = _times(run)
+    lines = purchases(settings)
+    items = pd.read_parquet(run.path("items.parquet"))
+    catalogue = cand.Catalogue(faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy())
+    knobs = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start)
     frames = {}
     for users_file, at, out in (
         ("users", as_of, "candidates"),
@@ -134,7 +149,7 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
     ):
         users = pd.read_parquet(run.path(f"{users_file}.parquet"))
         queries = cand.Queries(users["user_id"].to_numpy(), np.load(run.path(f"{users_file}_embeddings.npy")))
-        frame = cand.generate(lines, queries, catalogue, at, budget)
+        frame = cand.generate(lines, queries, catalogue, at, budget(settings, knobs))
         frame.to_parquet(run.path(f"{out}.parquet"), index=False)
         frames[out] = frame
     candidates = frames["candidates"]
@@ -151,7 +166,7 @@ def rank_candidates(settings: Settings, run: RunFolder) -> dict:
     """Train the ranker on the label window (bar the held-out users), measure it on the held-out users,
     then score every live candidate: ranked.parquet, which the select stage turns into lists."""
     as_of, label_start = _times(run)
-    lines = _purchases(settings)
+    lines = purchases(settings)
     window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
     train = rank.with_features(settings, pd.read_parquet(run.path("candidates_label.parquet")), label_start)
     label = rank.labels(train, window)
@@ -159,15 +174,8 @@ def rank_candidates(settings: Settings, run: RunFolder) -> dict:
     ranker = rank.Ranker.from_settings(settings).fit(train[~held], label[~held])
     ranker.save(run.root)
     holdout = _holdout(train[held].assign(label=label[held]), ranker, window, run, settings.top_n)
-    featured = rank.with_features(settings, pd.read_parquet(run.path("candidates.parquet")), as_of)
-    featured["score"] = ranker.predict(featured)
-    categories = tables.read(settings, "select item_id, category from dim_items")
-    ranked = featured.assign(
-        times_bought=featured["times_bought"].fillna(0).astype(int),
-        last_bought_days=featured["item_recency_days"],
-    ).merge(categories, on="item_id", how="left")
-    columns = ["user_id", "item_id", "score", "source", *cand.SOURCES, "times_bought", "last_bought_days"]
-    ranked[[*columns, "category"]].to_parquet(run.path("ranked.parquet"), index=False)
+    ranked = score(settings, ranker, pd.read_parquet(run.path("candidates.parquet")), as_of)
+    ranked.to_parquet(run.path("ranked.parquet"), index=False)
     return {
         "rows": len(ranked),
         "users": int(ranked["user_id"].nunique()),
@@ -175,6 +183,21 @@ def rank_candidates(settings: Settings, run: RunFolder) -> dict:
         "holdout": holdout,
         "importances": ranker.importances(),
     }
+
+
+def score(
+    settings: Settings, ranker: rank.Ranker, candidates: pd.DataFrame, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """The ranker's score of every candidate with its features as of `as_of`: ranked.parquet's rows."""
+    featured = rank.with_features(settings, candidates, as_of)
+    featured["score"] = ranker.predict(featured)
+    categories = tables.read(settings, "select item_id, category from dim_items")
+    ranked = featured.assign(
+        times_bought=featured["times_bought"].fillna(0).astype(int),
+        last_bought_days=featured["item_recency_days"],
+    ).merge(categories, on="item_id", how="left")
+    columns = ["user_id", "item_id", "score", "source", *cand.SOURCES, "times_bought", "last_bought_days"]
+    return ranked[[*columns, "category"]]
 
 
 def _holdout(frame: pd.DataFrame, ranker: rank.Ranker, window: pd.DataFrame, run: RunFolder, k: int) -> dict:
@@ -231,9 +254,15 @@ def check(settings: Settings, run: RunFolder) -> dict:
 
 
 def publish_lists(settings: Settings, run: RunFolder) -> dict:
+    """Publish the run's lists and candidate pool, and record each user's inputs (publish.user_inputs)
+    so the next `make update` knows whose data changed since."""
     as_of, _ = _times(run)
+    publish.user_inputs(settings).to_parquet(run.path(publish.USER_INPUTS_FILE), index=False)
     recs = pd.read_parquet(run.path("recommendations.parquet"))
-    return publish.publish(settings, recs, run.run_id, as_of, run.root, search.search_results(run))
+    pool = publish.candidates_frame(
+        pd.read_parquet(run.path("ranked.parquet")), settings.serve_candidates, run.run_id
+    )
+    return publish.publish(settings, recs, run.run_id, as_of, run.root, search.search_results(run), pool)
 
 
 STAGES: dict[str, Callable[[Settings, RunFolder], dict]] = {

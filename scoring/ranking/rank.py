@@ -103,6 +103,27 @@ def _rank_within_user(frame: pd.DataFrame, column: str) -> pd.Series:
     return ranks.where(frame[column] > 0)
 
 
+def lightgbm_params(
+    objective: str, learning_rate: float, num_leaves: int, min_data_in_leaf: int, seed: int, threads: int
+) -> dict:
+    """LightGBM's parameters for both of Aisle's rankers (recommendations here, search in search_rank.py):
+    the tuned knobs, plus the same row and feature subsampling and a fixed seed in deterministic mode,
+    so a rerun of a stage on the same rows trains the same trees."""
+    return {
+        "objective": objective,
+        "learning_rate": learning_rate,
+        "num_leaves": num_leaves,
+        "min_data_in_leaf": min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": threads,
+        "verbose": -1,
+    }
+
+
 def held_out(user_ids: pd.Series, share: float) -> np.ndarray:
     """True for the users the ranker never trains on: a stable `share` of ids by their sha256."""
 
@@ -193,19 +214,14 @@ class Ranker:
             label=train["_label"],
             group=groups if self.objective == "lambdarank" else None,
         )
-        params = {
-            "objective": self.objective,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "feature_fraction": 0.9,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "seed": self.seed,
-            "deterministic": True,
-            "num_threads": self.threads,
-            "verbose": -1,
-        }
+        params = lightgbm_params(
+            self.objective,
+            self.learning_rate,
+            self.num_leaves,
+            self.min_data_in_leaf,
+            self.seed,
+            self.threads,
+        )
         model = lgb.train(params, dataset, num_boost_round=self.rounds)
         stats = {
             "train_users": int(len(groups)),

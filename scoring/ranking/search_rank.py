@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.lexical import stems, words
+from scoring.ranking.rank import lightgbm_params
 
 MODEL_FILE = "search_ranker.txt"
 META_FILE = "search_ranker.json"
@@ -264,20 +265,17 @@ class SearchRanker:
 
     def params(self, top_gain: int) -> dict:
         return {
-            "objective": "lambdarank",
+            **lightgbm_params(
+                "lambdarank",
+                self.learning_rate,
+                self.num_leaves,
+                self.min_data_in_leaf,
+                self.seed,
+                self.threads,
+            ),
             "metric": "ndcg",
             "eval_at": [10],
             "label_gain": [i / self.resolution for i in range(top_gain + 1)],
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "feature_fraction": 0.9,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "seed": self.seed,
-            "deterministic": True,
-            "num_threads": self.threads,
-            "verbose": -1,
         }
 
     def fit(self, frame: pd.DataFrame, gains: np.ndarray, group: str = "query") -> SearchRanker:

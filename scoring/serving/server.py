@@ -5,22 +5,28 @@ run it.
 The application is Feast's own FastAPI app (`feast.feature_server.get_app`, the one `feast serve` runs),
 under the same server `feast serve` uses (gunicorn with uvicorn workers), with the environment of the
 one settings object so `feature_store.yaml` resolves to this workspace's registry and SQLite online
-store. It is bound to `settings.feast_host` (loopback by default). Three things are added to it:
+store. It is bound to `settings.feast_host` (loopback by default). Four things are added to it:
 
 - `POST /search`, Aisle's product search (scoring/serving/search_route.py: its request checks, statuses,
   and the engine each worker loads and reloads), added to Feast's app in place of Feast's own `/search`.
 
+- `POST /events` and `POST /recommend`, the real-time path (scoring/serving/recommend_route.py): an event
+  merged into the shopper's session row and pushed through Feast's push source `session_activity_push`,
+  and the published candidates re-ranked with that session; the state each worker loads and reloads.
+
 - `ServingGuard`, a thin ASGI middleware in front of the app. Only an allow-list of routes reaches
   Feast, so a route a later Feast adds is closed until it is listed here:
-  - read routes, open to every caller: `GET /health`, `POST /get-online-features` and `POST /search`.
+  - read routes, open to every caller: `GET /health`, `POST /get-online-features`, `POST /search` and
+    `POST /recommend`.
     Feast's other reads (`/retrieve-online-documents`, `/v1/vector_stores...`, and its vector `/search`,
     which Aisle's replaces) need vector-indexed views, which Aisle does not define, so they could only
     fail; they, `/chat`, `/ws/chat`, `/static`, `/docs` and `/openapi.json` (which would advertise the
     closed routes) answer 404.
-  - write routes (`/write-to-online-store`, `/push`, `/materialize`, `/materialize-incremental`): 403
-    while `settings.serve_token` is empty (the default: the server is read-only, whatever token a
-    caller sends), else 401 unless the request carries `Authorization: Bearer <serve_token>`, compared
-    in constant time (`hmac.compare_digest`). A refused write never reaches Feast, so it changes nothing.
+  - write routes (`/events`, `/write-to-online-store`, `/push`, `/materialize`,
+    `/materialize-incremental`): 403 while `settings.serve_token` is empty (the default: the server is
+    read-only, whatever token a caller sends), else 401 unless the request carries
+    `Authorization: Bearer <serve_token>`, compared in constant time (`hmac.compare_digest`). A refused
+    write never reaches Feast, so it changes nothing.
   - caps: a body larger than `settings.max_request_bytes` is refused with 413, by its Content-Length or,
     without one (chunked), by counting the bytes as they arrive; a lookup with more than
     `settings.max_entities_per_request` entity rows is refused with 413. Both messages name the cap.
@@ -86,9 +92,12 @@ REGISTRY_TTL_SEC = 60
 
 LOOKUP = ("POST", "/get-online-features")
 SEARCH = ("POST", "/search")
-READ_ROUTES = frozenset({("GET", "/health"), LOOKUP, SEARCH})
+RECOMMEND = ("POST", "/recommend")
+EVENTS = ("POST", "/events")
+READ_ROUTES = frozenset({("GET", "/health"), LOOKUP, SEARCH, RECOMMEND})
 WRITE_ROUTES = frozenset(
     {
+        EVENTS,
         ("POST", "/write-to-online-store"),
         ("POST", "/push"),
         ("POST", "/materialize"),
@@ -325,7 +334,8 @@ def _error_handlers() -> dict[type[BaseException], Callable[..., Any]]:
 
 
 def build_app(settings: Settings) -> ServingGuard:
-    """Feast's feature server app for the workspace in the environment, with `/search`, behind the guard."""
+    """Feast's feature server app for the workspace in the environment, with `/search`, `/events` and
+    `/recommend`, behind the guard."""
     from feast import FeatureStore
     from feast.feature_server import get_app
     from feast.permissions.server.utils import (
@@ -344,9 +354,10 @@ def build_app(settings: Settings) -> ServingGuard:
     init_auth_manager(auth_type=auth_type, server_type=ServerType.REST, auth_config=store.config.auth_config)
     app = get_app(store, registry_ttl_sec=REGISTRY_TTL_SEC)
     app.exception_handlers.update(_error_handlers())
-    from scoring.serving import search_route
+    from scoring.serving import recommend_route, search_route
 
     search_route.install(app, settings)
+    recommend_route.install(app, settings, store)
     return ServingGuard(
         app,
         token=settings.serve_token.get_secret_value(),
@@ -423,6 +434,12 @@ def serve_environ(settings: Settings) -> dict[str, str]:
         "AISLE_SERVE_TORCH_THREADS": str(settings.serve_torch_threads),
         "AISLE_SEARCH_MAX_K": str(settings.search_max_k),
         "AISLE_SEARCH_RELOAD_INTERVAL_S": str(settings.search_reload_interval_s),
+        "AISLE_TOP_N": str(settings.top_n),
+        "AISLE_EVENTS_MAX_FUTURE_S": str(settings.events_max_future_s),
+        "AISLE_RECOMMEND_MAX_K": str(settings.recommend_max_k),
+        "AISLE_SESSION_VIEW_WEIGHT": str(settings.session_view_weight),
+        "AISLE_SESSION_CART_WEIGHT": str(settings.session_cart_weight),
+        "AISLE_SESSION_REBUY_MIN_REPEAT": str(settings.session_rebuy_min_repeat),
         "PYTHONOPTIMIZE": "1",
     }
 

@@ -7,6 +7,11 @@ the item dimension holds the clean title, or a description without the leaked co
 when a query with PII or markup reaches `fct_searches` in exactly the normal form the truth gives
 (`_truth/clean_queries.parquet`). Precision asks the reverse: of the rows a rule flagged, how many
 really had that defect. The search classes are scored when the raw folder has a search log.
+
+The truth numbers rows across the whole shop, dbt within each raw file: a shop whose last days arrive as
+dated drops (`AISLE_DEMO_PENDING_DAYS`, scoring/ingest/arrivals.py) is read back in arrival order, so a
+row's place in the shop is its file's offset plus its place in the file, and defects still pending are
+not counted as missed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from scoring.ingest import arrivals
 from scoring.settings import Settings
 from scoring.warehouse import tables
 
@@ -59,6 +66,35 @@ def _truth(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         pd.read_parquet(truth_dir / "clean_titles.parquet"),
         pd.read_parquet(truth_dir / "clean_descriptions.parquet"),
     )
+
+
+def _row_count(path: Path) -> int:
+    if path.suffix == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    return len(pd.read_csv(path, dtype=str, keep_default_na=False))
+
+
+def _file_offsets(raw_dir: Path, fmt: str) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """Where each arrived file of each table starts in the shop's row order, and how many rows of each
+    table have arrived."""
+    offsets: dict[tuple[str, str], int] = {}
+    arrived: dict[str, int] = {}
+    for table in ("events", "items", "users", "searches"):
+        total = 0
+        for path in arrivals.arrival_files(raw_dir, table, fmt):
+            offsets[(table, path.name)] = total
+            total += _row_count(path)
+        arrived[table] = total
+    return offsets, arrived
+
+
+def _shop_rows(
+    frame: pd.DataFrame, offsets: dict[tuple[str, str], int], table: str | None = None
+) -> pd.Series:
+    """Each staged or quarantined row's place in the whole shop (the truth's row_number)."""
+    tables_ = frame["relation"] if table is None else pd.Series(table, index=frame.index)
+    start = [offsets[(t, f)] for t, f in zip(tables_, frame["source_file"], strict=True)]
+    return frame["source_row_number"] + pd.Series(start, index=frame.index, dtype="int64")
 
 
 def has_search_log(settings: Settings) -> bool:
@@ -139,7 +175,9 @@ def _repair_rows(settings: Settings, truth: pd.DataFrame, titles: pd.DataFrame, 
     ]
 
 
-def _search_repair_rows(settings: Settings, truth: pd.DataFrame) -> list[dict]:
+def _search_repair_rows(
+    settings: Settings, truth: pd.DataFrame, offsets: dict[tuple[str, str], int], arrived: int
+) -> list[dict]:
     """Search-log repairs: a query with PII or markup is kept, in exactly the truth's normal form.
 
     Also one `(query normal form)` row: of every row the truth gives a clean query for (all rows not
@@ -149,11 +187,12 @@ def _search_repair_rows(settings: Settings, truth: pd.DataFrame) -> list[dict]:
     clean = pd.read_parquet(settings.resolved_raw_path / "_truth" / "clean_queries.parquet")
     staged = tables.read(
         settings,
-        "select s.source_row_number, s.query, s.query_redacted, s.query_markup_stripped,"
+        "select s.source_file, s.source_row_number, s.query, s.query_redacted, s.query_markup_stripped,"
         " f.row_key is not null as kept from staging.stg_shop__searches as s"
         " left join fct_searches as f on s.row_key = f.row_key",
-    ).set_index("source_row_number")
-    expected = clean.set_index("row_number").clean_query
+    )
+    staged = staged.set_index(_shop_rows(staged, offsets, "searches"))
+    expected = clean[clean["row_number"] < arrived].set_index("row_number").clean_query
     exact = staged["query"].reindex(expected.index).eq(expected)
     rows = []
     for defect, (rule, flag) in SEARCH_REPAIRS.items():
@@ -196,15 +235,19 @@ def defect_scorecard(settings: Settings) -> pd.DataFrame:
     truth, titles, descs = _truth(settings.resolved_raw_path)
     flagged = tables.read(
         settings,
-        "select q.relation, q.source_row_number, r.rule_code from fct_quarantine_rules as r"
+        "select q.relation, q.source_file, q.source_row_number, r.rule_code from fct_quarantine_rules as r"
         " inner join fct_quarantine as q on r.row_key = q.row_key",
     )
+    offsets, arrived = _file_offsets(settings.resolved_raw_path, settings.raw_format)
+    truth = truth[truth["row_number"] < truth["table"].map(arrived).fillna(0)]
+    flagged["source_row_number"] = _shop_rows(flagged, offsets)
     scored = {"events", "items", "users"} | ({"searches"} if has_search_log(settings) else set())
     rows = _quarantine_rows(truth, flagged, scored)
     rows += _repair_rows(settings, truth, titles, descs)
     if "searches" in scored:
-        rows += _search_repair_rows(settings, truth)
-    quarantined = tables.read(settings, "select relation, source_row_number from fct_quarantine")
+        rows += _search_repair_rows(settings, truth, offsets, arrived["searches"])
+    quarantined = tables.read(settings, "select relation, source_file, source_row_number from fct_quarantine")
+    quarantined["source_row_number"] = _shop_rows(quarantined, offsets)
     for table in sorted(scored):
         defective = set(truth[(truth.table == table) & (truth.expected == "quarantine")].row_number)
         held = set(quarantined[quarantined.relation == table].source_row_number)

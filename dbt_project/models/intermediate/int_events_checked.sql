@@ -47,6 +47,7 @@ checked as (
 select
     source_name,
     row_key,
+    source_file,
     source_row_number,
     user_id,
     item_id,

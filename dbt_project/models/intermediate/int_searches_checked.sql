@@ -50,6 +50,7 @@ checked as (
 select
     source_name,
     row_key,
+    source_file,
     source_row_number,
     search_id,
     user_id,

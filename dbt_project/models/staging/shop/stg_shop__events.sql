@@ -1,11 +1,16 @@
-{{ config(enabled=uses_canonical_files()) }}
+{{ config(
+    enabled=uses_canonical_files(),
+    materialized='incremental',
+    unique_key='row_key',
+    incremental_strategy='delete+insert',
+) }}
 
 {#- country and title are optional columns of the contract: a file without them reads them as null. -#}
 {%- set columns = ['user_id', 'item_id', 'event_type', 'event_at', 'quantity', 'unit_price', 'order_id', 'country', 'title'] %}
 
 with numbered as (
 
-    {{ raw_rows(source('shop', 'events'), columns, 'events') }}
+    {{ raw_rows(source('shop', 'events'), columns, 'events', incremental=true) }}
 
 ),
 
@@ -15,8 +20,10 @@ typed as (
 
     select
         'shop' as source_name,
-        {{ row_key('shop.events', columns) }} as row_key,
+        {{ row_key('shop.events') }} as row_key,
+        source_file,
         source_row_number,
+        raw_digest,
         occurrence,
         {{ pii_safe_id("nullif(trim(user_id_raw), '')") }} as user_id,
         {{ pii_safe_id("nullif(trim(item_id_raw), '')") }} as item_id,

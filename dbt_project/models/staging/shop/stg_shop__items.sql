@@ -16,7 +16,8 @@ typed as (
 
     select
         'shop' as source_name,
-        {{ row_key('shop.items', columns) }} as row_key,
+        {{ row_key('shop.items') }} as row_key,
+        source_file,
         source_row_number,
         occurrence,
         {{ pii_safe_id("nullif(trim(item_id_raw), '')") }} as item_id,

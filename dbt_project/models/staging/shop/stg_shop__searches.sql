@@ -1,4 +1,9 @@
-{{ config(enabled=uses_canonical_files()) }}
+{{ config(
+    enabled=uses_canonical_files(),
+    materialized='incremental',
+    unique_key='row_key',
+    incremental_strategy='delete+insert',
+) }}
 
 {#- The search log is optional (a missing file reads as no rows), and so is its position column. One raw
     row per interaction: a search with no interaction is one row with action none and no item. -#}
@@ -6,7 +11,7 @@
 
 with numbered as (
 
-    {{ raw_rows(source('shop', 'searches'), columns, 'searches') }}
+    {{ raw_rows(source('shop', 'searches'), columns, 'searches', incremental=true) }}
 
 ),
 
@@ -17,8 +22,10 @@ typed as (
 
     select
         'shop' as source_name,
-        {{ row_key('shop.searches', columns) }} as row_key,
+        {{ row_key('shop.searches') }} as row_key,
+        source_file,
         source_row_number,
+        raw_digest,
         occurrence,
         {{ pii_safe_id("nullif(trim(search_id_raw), '')") }} as search_id,
         {{ pii_safe_id("nullif(trim(user_id_raw), '')") }} as user_id,

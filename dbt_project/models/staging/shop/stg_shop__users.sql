@@ -17,7 +17,8 @@ typed as (
 
     select
         'shop' as source_name,
-        {{ row_key('shop.users', columns) }} as row_key,
+        {{ row_key('shop.users') }} as row_key,
+        source_file,
         source_row_number,
         occurrence,
         {{ pii_safe_id("nullif(trim(user_id_raw), '')") }} as user_id,

@@ -1,10 +1,15 @@
-{{ config(enabled=aisle_source() == 'online_retail') }}
+{{ config(
+    enabled=aisle_source() == 'online_retail',
+    materialized='incremental',
+    unique_key='row_key',
+    incremental_strategy='delete+insert',
+) }}
 
 {%- set columns = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] %}
 
 with numbered as (
 
-    {{ raw_rows(source('uci_retail', 'invoice_lines'), columns) }}
+    {{ raw_rows(source('uci_retail', 'invoice_lines'), columns, incremental=true) }}
 
 ),
 
@@ -25,8 +30,10 @@ typed as (
 
     select
         'online_retail' as source_name,
-        {{ row_key('uci_retail.invoice_lines', columns) }} as row_key,
+        {{ row_key('uci_retail.invoice_lines') }} as row_key,
+        source_file,
         source_row_number,
+        raw_digest,
         occurrence,
         cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as varchar) as user_id,
         {{ pii_safe_id("nullif(upper(trim(stockcode_raw)), '')") }} as item_id,

@@ -6,7 +6,9 @@
 select
     cast(null as varchar) as source_name,
     cast(null as varchar) as row_key,
+    cast(null as varchar) as source_file,
     cast(null as bigint) as source_row_number,
+    cast(null as varchar) as raw_digest,
     cast(null as bigint) as occurrence,
     cast(null as varchar) as search_id,
     cast(null as varchar) as user_id,
