@@ -109,7 +109,8 @@ def test_items_like_one_viewed_move_up_and_say_why() -> None:
         viewed_nearest=["V"] * 5,
         carted_nearest=[None] * 5,
     )
-    # Position 4 scores 1 - 4/5 + 0.5 * 0.9 = 0.65, past positions 2 (0.65, an earlier tie wins) and 3.
+    # Position 4 stands 0.8 above the median similarity (0.1): it scores 1 - 4/5 + 0.5 * 0.8 = 0.6,
+    # past position 3 (0.4) and level with position 2 (0.6, where the earlier one wins).
     assert [row.position for row in order] == [0, 1, 2, 4, 3]
     moved = next(row for row in order if row.position == 4)
     assert (moved.moved_by, moved.related_to) == ("viewed", "V")
