@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -64,6 +63,7 @@ import pandas as pd
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from scoring.serving.reloading import ReloadingService
 from scoring.serving.server import RequestProblem, _NonFiniteNumber, _reject_constant, _shown
 from scoring.settings import Settings
 
@@ -485,66 +485,24 @@ def load_state(settings: Settings) -> RecommendState:
     )
 
 
-class RecommendService:
-    """One worker's state: loaded at startup, reloaded by a watcher when a publication changes its files.
+class RecommendService(ReloadingService[RecommendState]):
+    """One worker's candidate pools, reloaded when a publication changes the files they are read from."""
 
-    Until a run is published (or while the published one cannot be loaded) `state()` raises a 503
-    RequestProblem and the watcher keeps trying. A reload builds the new state aside and swaps it in one
-    assignment, so a request running meanwhile finishes on the old one.
-    """
+    what = "recommendations"
+    unavailable = "recommendations are not available"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._state: RecommendState | None = None
-        self._problem = "recommendations are starting"
-        self._failure = ""
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+    def load(self) -> RecommendState:
+        return load_state(self.settings)
 
-    def start(self) -> None:
-        self._refresh()
-        self._watcher = threading.Thread(target=self._watch, name="aisle-recommend-reload", daemon=True)
-        self._watcher.start()
+    def reloaded(self, value: RecommendState) -> RecommendState | None:
+        if not (self.settings.runs_dir / "current").exists():
+            return None
+        if value.signature == _signature(_paths(self.settings)):
+            return None
+        return load_state(self.settings)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-
-    def state(self) -> RecommendState:
-        state = self._state
-        if state is None:
-            raise RequestProblem(503, self._problem)
-        return state
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.settings.search_reload_interval_s):
-            self._refresh()
-
-    def _refresh(self) -> None:
-        try:
-            if not (self.settings.runs_dir / "current").exists():
-                self._problem = (
-                    f"recommendations are not available yet: no scoring run has been published in "
-                    f"{self.settings.data_dir} (run `make score`); /get-online-features still answers"
-                )
-                return
-            if self._state is not None and self._state.signature == _signature(_paths(self.settings)):
-                return
-            self._state = load_state(self.settings)
-            self._failure = ""
-            logger.info(
-                "recommendations loaded: run %s, %d users", self._state.run_id, len(self._state.pools)
-            )
-        except Exception as error:  # a broken publication must not take the worker down
-            failure = f"{type(error).__name__}: {error}"
-            if self._state is None:
-                self._problem = (
-                    f"recommendations are not available: the publication could not be loaded ({failure})"
-                )
-            if failure != self._failure:
-                self._failure = failure
-                logger.exception("loading recommendations failed (the last good state, if any, serves)")
+    def describe(self, value: RecommendState) -> str:
+        return f"{value.run_id}, {len(value.pools)} users"
 
 
 # --- the routes ------------------------------------------------------------------------------------------
@@ -664,7 +622,7 @@ def install(app: FastAPI, settings: Settings, store: FeatureStore) -> RecommendS
         # Synchronous SQLite reads and one write on the worker's loop: ~1 ms, less than a thread hand-off.
         try:
             event = parse_event(await request.body(), _now(), settings.events_max_future_s)
-            session = record_event(store, service.state(), event, window_s)
+            session = record_event(store, service.current(), event, window_s)
         except RequestProblem as problem:
             return answer(problem)
         except Exception as error:
@@ -681,7 +639,7 @@ def install(app: FastAPI, settings: Settings, store: FeatureStore) -> RecommendS
     async def recommend_route(request: Request) -> Response:
         try:
             wanted = parse_recommend(await request.body(), settings.recommend_max_k, settings.top_n)
-            body = recommend(store, service.state(), wanted, policy, window_s)
+            body = recommend(store, service.current(), wanted, policy, window_s)
         except RequestProblem as problem:
             return answer(problem)
         except Exception as error:

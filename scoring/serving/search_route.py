@@ -36,8 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from scoring.serving.reloading import ReloadingService
 from scoring.serving.server import RequestProblem, _NonFiniteNumber, _reject_constant, _shown
 from scoring.settings import Settings
 
@@ -178,80 +178,28 @@ def parse_search(body: bytes, max_query_chars: int, max_k: int, default_k: int =
     return SearchRequest(query, user_id, k, categories, low, high)
 
 
-class SearchService:
-    """One worker's engine: loaded at startup, swapped by a watcher when a run is published.
+class SearchService(ReloadingService["SearchEngine"]):
+    """One worker's engine. The engine reloads itself (`reload_if_changed`), building the new run's
+    artefacts aside and swapping them in one assignment, so a search running meanwhile finishes on the
+    old ones."""
 
-    Until a run is published (or while the published one cannot be loaded) `engine()` raises a 503
-    RequestProblem, and the watcher keeps trying, so publishing the first run needs no restart either.
-    The engine is replaced by the engine's own `reload_if_changed`, which builds the new run's artefacts
-    aside and swaps them in one assignment, so a search running meanwhile finishes on the old ones.
-    """
-
-    def __init__(self, settings: Settings, load: Callable[[Settings], SearchEngine] | None = None) -> None:
-        self.settings = settings
-        self._load = load
-        self._engine: SearchEngine | None = None
-        self._problem = "the search engine is starting"
-        self._failure = ""  # the last load failure logged, so a broken run is logged once, not every second
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+    what = "search"
+    unavailable = "search is not available"
 
     def start(self) -> None:
-        """Load the engine in this process (a worker) and start the watcher."""
+        """Limit torch's threads in this process (a worker), then load the engine and start the watcher."""
         import torch
 
         torch.set_num_threads(self.settings.serve_torch_threads)
-        self._refresh()
-        self._watcher = threading.Thread(target=self._watch, name="aisle-search-reload", daemon=True)
-        self._watcher.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
+    def load(self) -> SearchEngine:
+        from scoring.search.engine import SearchEngine
 
-    def engine(self) -> SearchEngine:
-        engine = self._engine
-        if engine is None:
-            raise RequestProblem(503, self._problem)
-        return engine
+        return SearchEngine.load(self.settings)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.settings.search_reload_interval_s):
-            self._refresh()
-
-    def _refresh(self) -> None:
-        """Load the engine if there is none yet, else let it reload a newly published run."""
-        try:
-            if self._engine is not None:
-                if self._engine.reload_if_changed():
-                    logger.info("search engine reloaded: run %s", getattr(self._engine, "run_id", "?"))
-                self._failure = ""
-                return
-            current = self.settings.runs_dir / "current"
-            if not current.exists():
-                self._problem = (
-                    f"search is not available yet: no scoring run has been published in "
-                    f"{self.settings.data_dir} (run `make score`); /get-online-features still answers"
-                )
-                return
-            if self._load is None:
-                from scoring.search.engine import SearchEngine
-
-                self._load = SearchEngine.load
-            self._engine = self._load(self.settings)
-            self._failure = ""
-            logger.info("search engine loaded: run %s", getattr(self._engine, "run_id", "?"))
-        except Exception as error:  # a broken run must not take the worker (or its lookups) down
-            failure = f"{type(error).__name__}: {error}"
-            if self._engine is None:
-                self._problem = (
-                    f"search is not available: the published run in {self.settings.runs_dir / 'current'} "
-                    f"could not be loaded ({failure}); /get-online-features still answers"
-                )
-            if failure != self._failure:
-                self._failure = failure
-                logger.exception("loading the search engine failed (the last good engine, if any, serves)")
+    def reloaded(self, value: SearchEngine) -> SearchEngine | None:
+        return value if value.reload_if_changed() else None
 
 
 def _json(value: Any) -> Any:
@@ -282,7 +230,7 @@ def install(app: FastAPI, settings: Settings) -> SearchService:
 
         try:
             wanted = parse_search(await request.body(), settings.max_query_chars, settings.search_max_k)
-            engine = service.engine()
+            engine = service.current()
             filters = None
             if wanted.filtered:
                 from scoring.search.engine import SearchFilters
