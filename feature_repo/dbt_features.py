@@ -9,6 +9,10 @@ it like the others, and pushes (POST /events, Feast's /push) write fresher rows 
 The TTL is `ttl_days` plus `ttl_hours`. `feast dbt import` does the same for BigQuery,
 Snowflake and file sources with placeholder paths only, so Aisle reads the manifest itself.
 
+A view's source is the mart's Parquet (`mart_path`: a file, or the folder of part files Spark writes) as
+the engine's offline store reads it (`parquet_source`): a FileSource for DuckDB's offline store, a
+SparkSource for Spark's (AISLE_ENGINE=spark).
+
 The same mapping checks the two places the docs can fall out of step with: `mart_violations` (the
 Parquet a mart wrote against its documented columns and types) and `registry_drift` (the applied Feast
 registry against the manifest). tests/test_feast_definitions.py runs both.
@@ -25,6 +29,8 @@ from typing import Any
 
 import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource, PushSource, StreamFeatureView
+from feast.data_source import DataSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Array, FeastType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -139,17 +145,16 @@ def view_ttl(spec: dict[str, Any]) -> timedelta:
 
 
 def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: Path) -> FeatureView:
-    """One Feast feature view over the Parquet file dbt wrote for `model`; a stream feature view over a
-    PushSource (batch source: that file) when the model names a `push_source`."""
+    """One Feast feature view over the Parquet dbt wrote for `model`; a stream feature view over a
+    PushSource (batch source: that Parquet) when the model names a `push_source`."""
     spec = model["config"]["meta"]["feast"]
     owner = model_owner(model)
     description = (model.get("description") or "").strip()
     if not description:
         raise ManifestError(f"{model['name']}: a feature view needs a model description in dbt.")
-    source = FileSource(
+    source = parquet_source(
         name=f"{model['name']}_source",
-        path=str(marts_dir / f"{model['name']}.parquet"),
-        timestamp_field="event_timestamp",
+        path=mart_path(marts_dir, model["name"]),
         description=f"dbt model {model['name']} (Parquet, external materialization)",
     )
     arguments: dict[str, Any] = dict(
@@ -174,6 +179,44 @@ def feature_view(model: dict[str, Any], entities: dict[str, Entity], marts_dir: 
             warnings.filterwarnings("ignore", "Stream feature views are experimental", RuntimeWarning)
             return StreamFeatureView(source=push, timestamp_field="event_timestamp", **arguments)
     return FeatureView(source=source, **arguments)
+
+
+def engine() -> str:
+    """The engine of the build being applied (AISLE_ENGINE): it decides which offline store reads the
+    Parquet, and so which kind of data source the views declare."""
+    return os.environ.get("AISLE_ENGINE", "duckdb")
+
+
+def mart_path(directory: Path, model: str) -> Path:
+    """Where dbt wrote a mart: `<model>.parquet` (dbt-duckdb's external file) or `<model>/` (a folder of
+    part files, as Spark writes a table). Whichever exists wins, so the Spark offline store also serves
+    marts DuckDB built; before the build (`dbt parse`, a definitions test) it is the engine's layout."""
+    file, folder = directory / f"{model}.parquet", directory / model
+    if file.exists():
+        return file
+    if folder.is_dir() or engine() == "spark":
+        return folder
+    return file
+
+
+def parquet_source(name: str, path: Path, description: str) -> DataSource:
+    """A Parquet file or folder as the data source of the engine's offline store: a FileSource that
+    Feast's DuckDB store reads, or a SparkSource for its Spark store (which accepts no other kind)."""
+    if engine() != "spark":
+        return FileSource(
+            name=name, path=str(path), timestamp_field="event_timestamp", description=description
+        )
+    # Feast warns that its Spark source is alpha on every construction (each apply, each import of the
+    # repository); Aisle uses only its path + parquet reading, which the point-in-time tests cover.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The spark data source API is an experimental", RuntimeWarning)
+        return SparkSource(
+            name=name,
+            path=str(path),
+            file_format="parquet",
+            timestamp_field="event_timestamp",
+            description=description,
+        )
 
 
 def view_tags(model: dict[str, Any]) -> dict[str, str]:

@@ -12,8 +12,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from dbt_features import feature_models_to_views
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from dbt_features import feature_models_to_views, parquet_source
+from feast import Entity, FeatureService, FeatureView, Field, ValueType
 from feast.types import Array, Float32, String
 
 OWNER = "recsys@aisle.example"
@@ -83,10 +83,9 @@ user_recommendations = FeatureView(
         Field(name="discover_reasons", dtype=Array(String), description="A reason for each discover item."),
         Field(name="run_id", dtype=String, description="The scoring run that published the lists."),
     ],
-    source=FileSource(
+    source=parquet_source(
         name="user_recommendations_source",
-        path=str(_published / "user_recommendations.parquet"),
-        timestamp_field="event_timestamp",
+        path=_published / "user_recommendations.parquet",
         description="Written by `make score` (scoring/pipeline/publish.py), one row per user and run.",
     ),
     online=True,
@@ -113,10 +112,9 @@ search_results = FeatureView(
         ),
         Field(name="run_id", dtype=String, description="The scoring run that published the results."),
     ],
-    source=FileSource(
+    source=parquet_source(
         name="search_results_source",
-        path=str(_published / "search_results.parquet"),
-        timestamp_field="event_timestamp",
+        path=_published / "search_results.parquet",
         description="Written by `make score` (its search stage), one row per head query and run.",
     ),
     online=True,

@@ -46,6 +46,29 @@ class Settings(BaseSettings):
         None, description="Optional cut-off timestamp: dbt drops every raw event at or after it."
     )
 
+    # --- engine (docs/spark.md) -----------------------------------------------------------------
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Where dbt builds the warehouse and Feast reads history: DuckDB on this machine, or "
+        "Spark (dbt-spark's session method on a local PySpark; `pip install -e .[spark]`).",
+    )
+    spark_master: str = Field(
+        "local[2]", description="The Spark master the session method and the sharded scorer start with."
+    )
+    spark_shuffle_partitions: int = Field(
+        4, ge=1, description="spark.sql.shuffle.partitions: Spark's 200 would make a tiny shop's joins slow."
+    )
+    spark_driver_memory: str = Field("4g", description="spark.driver.memory of the local session.")
+    spark_shards: int = Field(
+        4, ge=1, description="How many shards the sharded scorer splits users and items into on Spark."
+    )
+    spark_worker_threads: int = Field(
+        1,
+        ge=1,
+        description="Torch, FAISS and LightGBM threads in each Spark Python worker of the sharded scorer: "
+        "the shards give the parallelism, and more threads per worker would oversubscribe the cores.",
+    )
+
     # --- demo shop --------------------------------------------------------------------------
     demo_users: int = 1500
     demo_items: int = 500
@@ -403,6 +426,11 @@ class Settings(BaseSettings):
         return self.state_dir / "warehouse.duckdb"
 
     @property
+    def spark_dir(self) -> Path:
+        """Spark's own files for a build: its warehouse folder and metastore (dbt-spark's session)."""
+        return self.state_dir / "spark"
+
+    @property
     def marts_dir(self) -> Path:
         return self.state_dir / "marts"
 
@@ -471,6 +499,11 @@ class Settings(BaseSettings):
             "AISLE_FEAST_REGISTRY": str(self.registry_path.absolute()),
             "AISLE_ONLINE_STORE": str(self.online_store_path.absolute()),
             "AISLE_AS_OF": self.as_of or "",
+            "AISLE_ENGINE": self.engine,
+            "AISLE_SPARK_MASTER": self.spark_master,
+            "AISLE_SPARK_SHUFFLE_PARTITIONS": str(self.spark_shuffle_partitions),
+            "AISLE_SPARK_DRIVER_MEMORY": self.spark_driver_memory,
+            "AISLE_SPARK_DIR": str(self.spark_dir.absolute()),
             "AISLE_HISTORY_LENGTH": str(self.history_length),
             "AISLE_MAX_LINE_QUANTITY": str(self.max_line_quantity),
             "AISLE_MAX_PRICE_RATIO": str(self.max_price_ratio),

@@ -67,6 +67,20 @@ def scored_workspace(workspace: Settings) -> tuple[Settings, Path]:
 
 
 @pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """The test session's one local Spark session (local[2]), shared by every Spark test; skips with the
+    reason where pyspark or Java is missing."""
+    from scoring.spark.session import SparkUnavailable, spark_session
+
+    try:
+        session = spark_session(tiny_settings(tmp_path_factory.mktemp("spark")))
+    except SparkUnavailable as error:
+        pytest.skip(str(error))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
 def online_retail_path() -> Path:
     if not SHARED_ONLINE_RETAIL.exists():
         pytest.skip(f"the UCI Online Retail file is not at {SHARED_ONLINE_RETAIL} (it lives in ../shared)")
@@ -81,11 +95,12 @@ def online_retail_path() -> Path:
 #   serving      a fixture or test that starts the feature server (its code uses FeatureServer)
 #   browser      `chromium` (headless Chromium)
 #   slow         `online_retail_path` (the real UCI Online Retail file)
+#   spark        `spark` (the shared local Spark session), or a fixture that uses it
 #   unit         none of the above: in process, nothing built, no server, no browser, no real data
 # A module or test that builds things in its own body says so with `pytestmark = pytest.mark.<tier>` or a
 # mark; an explicit `integration` or `e2e` mark wins over the derived one. `make test-fast` runs `-m unit`.
 TIERS = ("integration", "e2e")
-NOT_UNIT = ("integration", "e2e", "serving", "browser", "slow")
+NOT_UNIT = ("integration", "e2e", "serving", "browser", "slow", "spark")
 
 
 def _uses(code, name: str) -> bool:
@@ -115,6 +130,8 @@ def _derived_markers(item: pytest.Item) -> set[str]:
         derived.add("browser")
     if "online_retail_path" in names:
         derived.add("slow")
+    if "spark" in names:
+        derived.add("spark")
     return derived
 
 

@@ -3,11 +3,15 @@
 A training row at time t must see each feature as it was at t: the latest snapshot at or before t,
 never a later one (leakage), and nothing when that snapshot is older than the view's TTL. The oracle is
 an independent as-of join in pandas (`merge_asof`) over the same Parquet files.
+
+Every test runs against both offline stores: DuckDB's (the default engine) and Spark's (AISLE_ENGINE=spark,
+on the test session's one local Spark session), which reads the same marts through SparkSources.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,9 +28,31 @@ VIEWS = {
 }
 
 
-@pytest.fixture(scope="module")
-def store(workspace: Settings):
-    return feature_store.store(workspace)
+@pytest.fixture(scope="module", params=["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
+def store(request: pytest.FixtureRequest, workspace: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """The workspace's feature store on each engine's offline store. The Spark one reads the DuckDB
+    build's Parquet files, so both stores answer from the same marts."""
+    if request.param == "duckdb":
+        return feature_store.store(workspace)
+    request.getfixturevalue("spark")  # the session the Spark store queries through
+    spark_store = _spark_store(
+        workspace, tmp_path_factory.mktemp("spark_feast"), workspace.marts_dir.resolve()
+    )
+    source = spark_store.get_feature_view("user_stats").batch_source
+    assert type(source).__name__ == "SparkSource" and spark_store.config.offline_store.type == "spark"
+    assert Path(source.path).resolve() == (workspace.marts_dir / "fct_user_stats.parquet").resolve()
+    return spark_store
+
+
+def _spark_store(workspace: Settings, data_dir: Path, marts: Path):
+    """A registry applied with AISLE_ENGINE=spark in a workspace of its own (so the DuckDB one is left as
+    it is), over `marts` and the DuckDB build's manifest."""
+    settings = workspace.model_copy(update={"engine": "spark", "data_dir": data_dir})
+    settings.live_dir.mkdir(parents=True)
+    (settings.live_dir / "marts").symlink_to(marts)
+    (settings.live_dir / "target").symlink_to(workspace.dbt_target_dir.resolve())
+    feature_store.apply(settings)
+    return feature_store.store(settings)
 
 
 def _mart(settings: Settings, view: str) -> pd.DataFrame:
@@ -103,17 +129,46 @@ def test_random_timestamps_match_an_independent_as_of_join(workspace: Settings, 
     """Many entities at random times across (and beyond) the data: Feast equals merge_asof with the TTL."""
     mart, keys = _mart(workspace, view), VIEWS[view][1]
     ttl = store.get_feature_view(view).ttl
+    rows = _random_probes(mart, keys, ttl)
+    actual = _historical(store, view, rows)
+    expected = _oracle(mart, keys, rows, ttl)
+    features = _features(store, view)
+    assert expected[features[0]].notna().sum() > 50 and expected[features[0]].isna().sum() > 5
+    _assert_same(actual, expected, features)
+
+
+def _random_probes(mart: pd.DataFrame, keys: list[str], ttl: timedelta) -> pd.DataFrame:
+    """300 entities of the mart at random times from a week before its first snapshot to a week past
+    its last one's TTL."""
     rng = np.random.default_rng(11)
     entities = mart[keys].drop_duplicates()
     rows = entities.sample(n=300, replace=True, random_state=3).reset_index(drop=True)
     start = mart["event_timestamp"].min() - pd.Timedelta(days=7)
     span = (mart["event_timestamp"].max() + ttl + pd.Timedelta(days=7) - start).total_seconds()
     rows["event_timestamp"] = start + pd.to_timedelta(rng.uniform(0, span, len(rows)).round(), unit="s")
-    actual = _historical(store, view, rows)
-    expected = _oracle(mart, keys, rows, ttl)
-    features = _features(store, view)
-    assert expected[features[0]].notna().sum() > 50 and expected[features[0]].isna().sum() > 5
-    _assert_same(actual, expected, features)
+    return rows
+
+
+def test_marts_written_by_spark_as_folders_of_part_files_are_served_the_same(
+    workspace: Settings, spark, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On the Spark engine dbt writes each mart as a folder of part files, not one file: the views then
+    point at the folder, and the point-in-time join over it equals the oracle's over the single file."""
+    marts = tmp_path_factory.mktemp("spark_marts")
+    for mart_name, _ in VIEWS.values():
+        file = workspace.marts_dir / f"{mart_name}.parquet"
+        spark.read.parquet(str(file)).repartition(3).write.parquet(str(marts / mart_name))
+    spark_store = _spark_store(workspace, tmp_path_factory.mktemp("spark_feast_folders"), marts)
+    for view, (mart_name, keys) in VIEWS.items():
+        source = spark_store.get_feature_view(view).batch_source
+        assert Path(source.path).resolve() == (marts / mart_name).resolve()
+        assert len(list(Path(source.path).glob("part-*.parquet"))) == 3
+        mart = _mart(workspace, view)
+        ttl = spark_store.get_feature_view(view).ttl
+        rows = _random_probes(mart, keys, ttl)
+        _assert_same(
+            _historical(spark_store, view, rows), _oracle(mart, keys, rows, ttl), _features(spark_store, view)
+        )
 
 
 def test_no_value_before_the_first_snapshot(workspace: Settings, store) -> None:

@@ -49,21 +49,21 @@ derived_items as (
     select
         '{{ source_name }}' as source_name,
         '{{ source_name }}.derived_items:' || event_items.item_id as row_key,
-        cast(null as varchar) as source_file,
+        cast(null as {{ text_type() }}) as source_file,
         cast(null as bigint) as source_row_number,
         cast(null as bigint) as occurrence,
         event_items.item_id,
         coalesce(ranked_text.title, event_items.item_id) as title,
-        cast(null as varchar) as description,
+        cast(null as {{ text_type() }}) as description,
         {{ title_product_type('ranked_text.title') }} as category,
-        cast(null as varchar) as brand,
+        cast(null as {{ text_type() }}) as brand,
         cast(null as decimal(12, 2)) as list_price,
         false as title_repaired,
         false as description_redacted,
         ranked_text.title is null as title_is_id,
         true as is_derived,
-        cast(null as varchar) as rule_codes,
-        cast(null as varchar) as raw_values
+        cast(null as {{ text_type() }}) as rule_codes,
+        cast(null as {{ text_type() }}) as raw_values
     from event_items
     left join ranked_text
         on event_items.item_id = ranked_text.item_id
@@ -80,16 +80,16 @@ derived_users as (
     select
         '{{ source_name }}' as source_name,
         '{{ source_name }}.derived_users:' || user_id as row_key,
-        cast(null as varchar) as source_file,
+        cast(null as {{ text_type() }}) as source_file,
         cast(null as bigint) as source_row_number,
         cast(null as bigint) as occurrence,
         user_id,
-        cast(null as varchar) as email_sha256,
-        cast(null as varchar) as country,
+        cast(null as {{ text_type() }}) as email_sha256,
+        cast(null as {{ text_type() }}) as country,
         min(event_at) as signed_up_at,
         true as is_derived,
-        cast(null as varchar) as rule_codes,
-        cast(null as varchar) as raw_values
+        cast(null as {{ text_type() }}) as rule_codes,
+        cast(null as {{ text_type() }}) as raw_values
     from {{ clean_events }}
     where user_id is not null
         {%- if event_types %}

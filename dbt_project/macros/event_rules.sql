@@ -5,9 +5,10 @@
   Thresholds are dbt vars read from the environment (see dbt_project.yml).
 -#}
 
-{# The typical price of each item, from purchase lines that pass every other rule, to spot price outliers. #}
+{#- The typical price of each item, from purchase lines that pass every other rule, to spot price outliers.
+    In the price's own type: DuckDB's median of a decimal is a decimal, Spark's percentile a double. -#}
 {% macro item_median_prices(events) -%}
-    select item_id, {{ median('unit_price') }} as median_unit_price
+    select item_id, cast({{ median('unit_price') }} as decimal(12, 2)) as median_unit_price
     from {{ events }}
     where adapter_rule_codes is null and occurrence = 1 and event_type = 'purchase' and unit_price > 0
     group by item_id

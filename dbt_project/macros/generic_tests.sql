@@ -35,9 +35,9 @@ select {{ column_name }} from {{ model }} where {{ column_name }} > current_time
 select 1 as no_text_columns where false
 {%- else %}
 {%- for col in text_columns %}
-select '{{ col.name }}' as column_name, cast({{ adapter.quote(col.name) }} as varchar) as value
+select '{{ col.name }}' as column_name, cast({{ adapter.quote(col.name) }} as {{ text_type() }}) as value
 from {{ model }}
-where {{ contains_pii('cast(' ~ adapter.quote(col.name) ~ ' as varchar)') }}
+where {{ contains_pii('cast(' ~ adapter.quote(col.name) ~ ' as ' ~ text_type() ~ ')') }}
 {% if not loop.last %}union all{% endif %}
 {%- endfor %}
 {%- endif %}

@@ -24,13 +24,19 @@
 {# True when a canonical raw table has a file, initial or dropped (always true while dbt parses). #}
 {% macro raw_table_exists(table) -%}
     {%- if not execute -%}{{ return(true) }}{%- endif -%}
-    {{ return(adapter.dispatch('raw_file_exists', 'aisle')(canonical_raw_glob(table))) }}
+    {{ return(adapter.dispatch('raw_file_exists', 'aisle')(canonical_raw_glob(table), table)) }}
 {%- endmacro %}
 {#- Elsewhere the raw tables are external tables, taken as present. -#}
-{% macro default__raw_file_exists(path) -%}{{ return(true) }}{%- endmacro %}
-{% macro duckdb__raw_file_exists(path) -%}
+{% macro default__raw_file_exists(path, table) -%}{{ return(true) }}{%- endmacro %}
+{% macro duckdb__raw_file_exists(path, table) -%}
     {%- set found = run_query("select count(*) from glob('" ~ (path | replace("'", "''")) ~ "')") -%}
     {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+{#- Spark's raw tables (register_raw_files) read a table with no file as no rows: a table with a row has a
+    file. -#}
+{% macro spark__raw_file_exists(path, table) -%}
+    {%- set found = run_query('select 1 from shop.' ~ table ~ ' limit 1') -%}
+    {{ return(found.rows | length > 0) }}
 {%- endmacro %}
 
 {# The column names of a raw relation, lower case. #}
@@ -38,6 +44,9 @@
     {{ return(adapter.dispatch('raw_relation_columns', 'aisle')(relation)) }}
 {%- endmacro %}
 {% macro default__raw_relation_columns(relation) -%}
+    {{ return(adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list) }}
+{%- endmacro %}
+{% macro spark__raw_relation_columns(relation) -%}
     {{ return(adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list) }}
 {%- endmacro %}
 {% macro duckdb__raw_relation_columns(relation) -%}
@@ -49,9 +58,9 @@
 {% macro raw_text_columns(columns, present=none) -%}
     {%- for c in columns %}
         {% if present is none or (c | lower) in present -%}
-        cast({{ adapter.quote(c) }} as varchar)
+        cast({{ adapter.quote(c) }} as {{ text_type() }})
         {%- else -%}
-        cast(null as varchar)
+        cast(null as {{ text_type() }})
         {%- endif %} as {{ c | lower }}_raw{% if not loop.last %},{% endif %}
     {%- endfor %}
 {%- endmacro %}
@@ -67,7 +76,7 @@
 
 {# A stable row identity: the raw digest plus the duplicate occurrence number. #}
 {% macro row_key(relation_name) -%}
-    '{{ relation_name }}:' || raw_digest || '#' || cast(occurrence as varchar)
+    '{{ relation_name }}:' || raw_digest || '#' || cast(occurrence as {{ text_type() }})
 {%- endmacro %}
 
 {#- The arrival order of a raw file (scoring/ingest/arrivals.py): '' for the initial file, the date of a
@@ -101,7 +110,7 @@
     {%- set continue_occurrences = incremental and not relation.is_cte and is_incremental() -%}
     {%- set loaded = loaded_raw_files() if continue_occurrences else [] -%}
     {%- set has_files = 'filename' in layout.columns -%}
-    {%- set source_file = file_name('filename') if has_files else "cast('' as varchar)" -%}
+    {%- set source_file = file_name('filename') if has_files else "cast('' as " ~ text_type() ~ ")" -%}
     select
         raw.*,
         {% if continue_occurrences %}coalesce(loaded.max_occurrence, 0) + {% endif -%}
@@ -133,8 +142,8 @@
             {%- else %}
             -- {{ table }}: no raw file (an optional table of the contract), so no rows.
             select
-                cast(null as varchar) as source_file,
-                cast('' as varchar) as arrival_order,
+                cast(null as {{ text_type() }}) as source_file,
+                cast('' as {{ text_type() }}) as arrival_order,
                 cast(null as bigint) as source_row_number,
                 {{ raw_text_columns(columns, []) }}
             where false

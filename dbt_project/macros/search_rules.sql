@@ -8,7 +8,7 @@
 {#- Full-width forms (U+FF01..U+FF5E, as East Asian keyboards type them) and their ASCII letters: the part
     of Unicode's NFKC folding that matters in a search box, since DuckDB has NFC only. -#}
 {% macro fullwidth_forms() -%}！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～{%- endmacro %}
-{% macro ascii_forms() -%}!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~{%- endmacro %}
+{% macro ascii_forms() -%}!"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~{%- endmacro %}
 
 {#- Anything that separates words: ASCII controls and spaces, no-break and other Unicode spaces, zero-width
     space and the byte-order mark. Each becomes one plain space. -#}
@@ -27,7 +27,7 @@
     every space-like character a plain space, common HTML entities decoded, lower case. -#}
 {% macro query_folded(expr) -%}
     lower({{ html_unescape(regexp_replace_all(
-        unicode_fold('translate(' ~ expr ~ ", '" ~ fullwidth_forms() ~ "', '" ~ ascii_forms() ~ "')"),
+        unicode_fold('translate(' ~ expr ~ ', ' ~ sql_string(fullwidth_forms()) ~ ', ' ~ sql_string(ascii_forms()) ~ ')'),
         query_space_pattern(), ' ')) }})
 {%- endmacro %}
 

@@ -15,6 +15,9 @@ An incremental build (`make update`) starts its scratch store as a copy of the l
 only the new interval (`materialize_since`): the rows newer than the previous build's marts. Rows that
 changed at older snapshot times (a late return, a corrected row) are rewritten for their entities, and
 entities that left a mart are deleted, so the scratch store ends exactly as a full materialization would.
+
+On Spark (AISLE_ENGINE=spark) the views read the marts through Feast's Spark offline store, on the
+process's one Spark session (scoring/spark/session.py); the online store stays SQLite either way.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ from scoring.settings import FEATURE_REPO, Settings
 # ibis's to fix, not the user's. Feast resets DeprecationWarning to "once" when it is imported, which
 # overrides PYTHONWARNINGS, so this filter is installed after that import.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
+# On Spark, Feast warns that its Spark source and offline store are alpha at every read of a view from
+# the registry and every query; what Aisle uses of them (Parquet paths, point-in-time joins) is what
+# tests/test_feast_point_in_time.py checks against the DuckDB store and an independent oracle.
+warnings.filterwarnings(
+    "ignore", "The spark (data source API|offline store) is an experimental", RuntimeWarning
+)
 
 RECOMMENDATIONS_VIEW = "user_recommendations"
 SEARCH_RESULTS_VIEW = "search_results"
@@ -49,20 +58,46 @@ PUBLISHED_VIEWS = (RECOMMENDATIONS_VIEW, SEARCH_RESULTS_VIEW)
 
 
 def store(settings: Settings, online_store_path: Path | None = None) -> FeatureStore:
-    """The workspace's feature store, or the same registry over another (scratch) online store."""
+    """The workspace's feature store, or the same registry over another (scratch) online store.
+
+    On Spark the offline store gets the settings' `spark_conf`: Feast's Spark store uses the process's
+    active session and starts one itself, with that configuration, only in a thread that has none. No
+    session is started here, so a reader of online features (the feature server) never starts a JVM;
+    the functions below that read the marts start it first (`_start_offline_engine`).
+    """
     settings.export()
     config = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
     if online_store_path is not None:
         config.online_store.path = str(online_store_path)
+    if settings.engine == "spark":
+        from scoring.spark.session import spark_conf
+
+        config.offline_store.spark_conf = spark_conf(settings)
     return FeatureStore(repo_path=str(FEATURE_REPO), config=config)
+
+
+def _start_offline_engine(settings: Settings) -> None:
+    """On Spark, the process's one session, started from the settings (scoring/spark/session.py) before
+    Feast reads the marts, or found if dbt or the scorer started it: the same session either way."""
+    if settings.engine == "spark":
+        from scoring.spark.session import spark_session
+
+        spark_session(settings)
 
 
 def apply(settings: Settings) -> None:
     """`feast apply`, as a data engineer would run it, so the CLI path is the tested path. Its long
-    registry diff is shown only when it fails."""
+    registry diff is shown only when it fails.
+
+    On Spark, source validation is skipped: it would start a second JVM in the CLI's process only to
+    read each mart's schema, and it fails on the published views' files, which exist only after the
+    first scoring run (the FileSources DuckDB uses merely warn then). The point-in-time tests read
+    every mart through the Spark store instead.
+    """
     feast = str(Path(sys.executable).with_name("feast"))
+    validation = ["--skip-source-validation"] if settings.engine == "spark" else []
     result = subprocess.run(
-        [feast, "-c", str(FEATURE_REPO), "apply"],
+        [feast, "-c", str(FEATURE_REPO), "apply", *validation],
         env={**os.environ, **settings.environ()},
         capture_output=True,
         text=True,
@@ -80,6 +115,7 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
     empty, and the data may be historical (Online Retail is from 2011), where Feast's default start of
     now - ttl would load nothing. The views the scorer writes are left to publishing.
     """
+    _start_offline_engine(settings)
     fs = store(settings)
     fs.materialize(
         start_date=EPOCH,
@@ -123,6 +159,7 @@ def materialize_since(settings: Settings, previous_marts: Path, end: datetime | 
     view, the interval and the entities rewritten or deleted.
     """
     end = end or datetime.now(UTC)
+    _start_offline_engine(settings)
     fs = store(settings)
     record: dict[str, dict] = {}
     with duckdb.connect() as con:
@@ -134,7 +171,7 @@ def materialize_since(settings: Settings, previous_marts: Path, end: datetime | 
                 record[view.name] = {"start": str(EPOCH), "end": str(end), "whole": True}
                 continue
             ts = view.batch_source.timestamp_field
-            start = con.sql(f"select max({ts}) from read_parquet('{old}')").fetchall()[0][0]
+            start = con.sql(f"select max({ts}) from {_scan(old)}").fetchall()[0][0]
             start = EPOCH if start is None else pd.Timestamp(start).tz_localize(UTC).to_pydatetime()
             fs.materialize(start_date=start, end_date=end, feature_views=[view.name])
             rewritten, deleted = _repair(con, fs, view, new, old, start, end)
@@ -157,14 +194,14 @@ def _repair(
     start_utc, end_utc = (pd.Timestamp(t).tz_convert(UTC).tz_localize(None) for t in (start, end))
     changed = f"""
         select distinct {keys} from (
-            (select * from read_parquet('{new}') except all select * from read_parquet('{old}'))
+            (select * from {_scan(new)} except all select * from {_scan(old)})
             union all
-            (select * from read_parquet('{old}') except all select * from read_parquet('{new}'))
+            (select * from {_scan(old)} except all select * from {_scan(new)})
         ) where {ts} <= timestamp '{start_utc}'
     """
     latest = con.sql(
         f"""
-        select n.* from read_parquet('{new}') n semi join ({changed}) c using ({keys})
+        select n.* from {_scan(new)} n semi join ({changed}) c using ({keys})
         where n.{ts} <= timestamp '{end_utc}'
         qualify row_number() over (partition by {", ".join(f"n.{k}" for k in view.join_keys)}
                                    order by n.{ts} desc) = 1
@@ -172,10 +209,15 @@ def _repair(
     ).df()
     if len(latest):
         fs.write_to_online_store(view.name, latest)
-    gone = con.sql(f"select * from ({changed}) anti join read_parquet('{new}') n using ({keys})").df()
+    gone = con.sql(f"select * from ({changed}) anti join {_scan(new)} n using ({keys})").df()
     if len(gone):
         _delete_entities(fs, view, gone)
     return len(latest), len(gone)
+
+
+def _scan(mart: Path) -> str:
+    """DuckDB's scan of a mart: its Parquet file, or every part file of the folder Spark wrote."""
+    return f"read_parquet('{mart / '**' / '*.parquet' if mart.is_dir() else mart}')"
 
 
 def _delete_entities(fs: FeatureStore, view, keys: pd.DataFrame) -> None:
@@ -271,6 +313,7 @@ def prepare_scratch(live: Path, scratch: Path, tables: set[str]) -> None:
 def historical(settings: Settings, entity_df: pd.DataFrame, features: list[str] | str) -> pd.DataFrame:
     """Point-in-time join onto `entity_df` (needs an `event_timestamp` column) of feature references,
     or of every feature of the feature service named by a string."""
+    _start_offline_engine(settings)
     fs = store(settings)
     selected = fs.get_feature_service(features) if isinstance(features, str) else features
     return fs.get_historical_features(entity_df=entity_df, features=selected).to_df()

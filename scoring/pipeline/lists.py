@@ -30,26 +30,40 @@ def _purchases(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
     return lines[lines["ordered_at"] < as_of]
 
 
+def evidence(settings: Settings, run: RunFolder, as_of: pd.Timestamp) -> explain.Evidence:
+    """What the reasons are drawn from: purchases before `as_of`, the run's item embeddings and the
+    items' titles. Shared whole by every user's reasons (co-buyers are counted over everyone), so the
+    sharded scorer (scoring/spark/sharded.py) hands the same evidence to each shard."""
+    items = pd.read_parquet(tables.mart_path(settings, "dim_items"), columns=["item_id", "title"])
+    return explain.Evidence(
+        purchases=_purchases(settings, as_of)[["user_id", "item_id"]],
+        item_ids=pd.read_parquet(run.path("items.parquet"), columns=["item_id"])["item_id"].to_numpy(),
+        vectors=np.load(run.path("item_embeddings.npy")),
+        titles=dict(zip(items["item_id"], items["title"].fillna(items["item_id"]), strict=True)),
+    )
+
+
+def choose(ranked: pd.DataFrame, evidence: explain.Evidence, settings: Settings) -> pd.DataFrame:
+    """Both lists of the users in `ranked`, each row with its `rank`, `list` and `reason` (every column
+    of `ranked` kept). Each user's lists read only their own candidates, so any split of the users by
+    user gives the same rows (the sharded scorer calls this per shard)."""
+    top = select.top_lists(ranked, settings.top_n, settings).assign(list="top")
+    discover = select.discover_lists(ranked, settings.discover_n).assign(list="discover")
+    recs = pd.concat([top, discover], ignore_index=True)
+    recs["reason"] = explain.reasons(
+        recs, evidence, settings.popular_window_days, settings.reason_min_co_buyers
+    )
+    return recs
+
+
 def select_lists(settings: Settings, run: RunFolder, as_of: pd.Timestamp | None = None) -> dict:
     """Both lists with their reasons, written to `recommendations.parquet`. `as_of` is the scoring time
     (by default the one the run's first stage fixed; an update scores as of its own)."""
     if as_of is None:
         as_of = pd.Timestamp(run.manifest["stages"]["training_pairs"]["as_of"])
-    purchases = _purchases(settings, as_of)
-    items = pd.read_parquet(tables.mart_path(settings, "dim_items"), columns=["item_id", "title"])
-    ranked = pd.read_parquet(run.path("ranked.parquet"))
-    top = select.top_lists(ranked, settings.top_n, settings).assign(list="top")
-    discover = select.discover_lists(ranked, settings.discover_n).assign(list="discover")
-    recs = pd.concat([top, discover], ignore_index=True)
-    evidence = explain.Evidence(
-        purchases=purchases[["user_id", "item_id"]],
-        item_ids=pd.read_parquet(run.path("items.parquet"), columns=["item_id"])["item_id"].to_numpy(),
-        vectors=np.load(run.path("item_embeddings.npy")),
-        titles=dict(zip(items["item_id"], items["title"].fillna(items["item_id"]), strict=True)),
-    )
-    recs["reason"] = explain.reasons(
-        recs, evidence, settings.popular_window_days, settings.reason_min_co_buyers
-    )
+    recs = choose(pd.read_parquet(run.path("ranked.parquet")), evidence(settings, run, as_of), settings)
+    top = recs[recs["list"] == "top"]
+    discover = recs[recs["list"] == "discover"]
     recs[COLUMNS].to_parquet(run.path("recommendations.parquet"), index=False)
     return {
         "rows": len(recs),

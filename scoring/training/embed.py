@@ -33,13 +33,21 @@ def encode(model: SentenceTransformer, texts: list[str], batch_size: int, label:
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def encoder(model_dir: Path, settings: Settings) -> SentenceTransformer:
+    """The run's (fine-tuned) encoder on the settings' device, in bfloat16 on a GPU: loaded once per
+    process here, once per shard by the sharded scorer (scoring/spark/sharded.py)."""
+    device = pick_device(settings.device)
+    model = load_model(str(model_dir), device, settings.max_seq_length)
+    if device.startswith("cuda"):
+        model = model.to(dtype=torch.bfloat16)
+    return model
+
+
 def embed_run(run_dir: Path, settings: Settings) -> dict:
     """items.parquet -> item_embeddings.npy, and each users*.parquet (user histories as of the scoring
     time and as of the label window's start) -> users*_embeddings.npy, in the run folder."""
+    model = encoder(run_dir / "model", settings)
     device = pick_device(settings.device)
-    model = load_model(str(run_dir / "model"), device, settings.max_seq_length)
-    if device.startswith("cuda"):
-        model = model.to(dtype=torch.bfloat16)
     items = pd.read_parquet(run_dir / "items.parquet")
     start = time.perf_counter()
     item_vectors = encode(model, items["text"].tolist(), settings.embed_batch_size, "items")

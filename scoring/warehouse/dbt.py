@@ -27,9 +27,13 @@ def run(settings: Settings, *args: str) -> None:
     """
     executable = str(Path(sys.executable).with_name("dbt"))
     target = settings.dbt_target_dir
+    # The profile's `spark` output (dbt-spark's session method) when the engine is Spark; DuckDB's is the
+    # default target.
+    engine = ["--target", "spark"] if settings.engine == "spark" else []
     command = [
         executable,
         *args,
+        *engine,
         "--project-dir",
         str(DBT_DIR),
         "--profiles-dir",
@@ -40,7 +44,11 @@ def run(settings: Settings, *args: str) -> None:
         str((target / "logs").absolute()),
     ]
     settings.marts_dir.mkdir(parents=True, exist_ok=True)  # dbt-duckdb writes external marts there
-    result = subprocess.run(command, env={**os.environ, **settings.environ()}, cwd=DBT_DIR, check=False)
+    env = {**os.environ, **settings.environ()}
+    if settings.engine == "spark":
+        settings.spark_dir.mkdir(parents=True, exist_ok=True)  # the session's metastore and warehouse
+        env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # dbt's Spark driver stays on loopback
+    result = subprocess.run(command, env=env, cwd=DBT_DIR, check=False)
     if result.returncode != 0:
         raise DbtBuildError(
             f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are "

@@ -21,7 +21,7 @@ sales as (
         item_id,
         min(event_at) as first_sold_at,
         count(*) as purchase_lines,
-        {{ median('unit_price') }} as median_unit_price,
+        cast({{ median('unit_price') }} as decimal(12, 2)) as median_unit_price,
         min(unit_price) as min_unit_price,
         max(unit_price) as max_unit_price
     from clean_lines

@@ -39,7 +39,7 @@ numbered as (
 )
 
 select
-    user_id || '-' || cast(session_number as varchar) as session_id,
+    user_id || '-' || cast(session_number as {{ text_type() }}) as session_id,
     user_id,
     cast(session_number as bigint) as session_number,
     min(event_at) as started_at,

@@ -67,7 +67,7 @@ lists as (
 
 empty as (
 
-    select cast([] as varchar[]) as item_ids, cast([] as bigint[]) as event_times
+    select {{ empty_list(text_type()) }} as item_ids, {{ empty_list('bigint') }} as event_times
 
 )
 

@@ -2,11 +2,11 @@
     enabled=uses_canonical_files(),
     materialized='incremental',
     unique_key='row_key',
-    incremental_strategy='delete+insert',
+    incremental_strategy=raw_incremental_strategy(),
 ) }}
 
 {#- country and title are optional columns of the contract: a file without them reads them as null. -#}
-{%- set columns = ['user_id', 'item_id', 'event_type', 'event_at', 'quantity', 'unit_price', 'order_id', 'country', 'title'] %}
+{%- set columns = canonical_columns('events') %}
 
 with numbered as (
 

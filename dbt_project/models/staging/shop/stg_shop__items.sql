@@ -2,7 +2,7 @@
 
 {#- The items file is optional, and only item_id and title are required in it: a missing column reads
     as null, a missing file as no rows, and then the items are derived from the shop's clean events. -#}
-{%- set columns = ['item_id', 'title', 'description', 'category', 'brand', 'price'] %}
+{%- set columns = canonical_columns('items') %}
 
 with numbered as (
 

@@ -2,12 +2,12 @@
     enabled=uses_canonical_files(),
     materialized='incremental',
     unique_key='row_key',
-    incremental_strategy='delete+insert',
+    incremental_strategy=raw_incremental_strategy(),
 ) }}
 
 {#- The search log is optional (a missing file reads as no rows), and so is its position column. One raw
     row per interaction: a search with no interaction is one row with action none and no item. -#}
-{%- set columns = ['search_id', 'user_id', 'query', 'searched_at', 'item_id', 'action', 'position'] %}
+{%- set columns = canonical_columns('searches') %}
 
 with numbered as (
 

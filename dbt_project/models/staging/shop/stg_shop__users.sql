@@ -2,7 +2,7 @@
 
 {#- The users file is optional (a missing one reads as no rows, and then the users are derived from the
     shop's clean events), and only user_id is required in it. -#}
-{%- set columns = ['user_id', 'email', 'phone', 'full_name', 'country', 'signed_up_at'] %}
+{%- set columns = canonical_columns('users') %}
 
 with numbered as (
 

@@ -2,7 +2,7 @@
     enabled=aisle_source() == 'online_retail',
     materialized='incremental',
     unique_key='row_key',
-    incremental_strategy='delete+insert',
+    incremental_strategy=raw_incremental_strategy(),
 ) }}
 
 {%- set columns = ['InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice', 'CustomerID', 'Country'] %}
@@ -35,7 +35,7 @@ typed as (
         source_row_number,
         raw_digest,
         occurrence,
-        cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as varchar) as user_id,
+        cast({{ try_cast(try_cast('customerid_raw', 'double'), 'bigint') }} as {{ text_type() }}) as user_id,
         {{ pii_safe_id("nullif(upper(trim(stockcode_raw)), '')") }} as item_id,
         case when is_cancellation then 'return' else 'purchase' end as event_type,
         {{ try_parse_timestamp('trim(invoicedate_raw)') }} as event_at,

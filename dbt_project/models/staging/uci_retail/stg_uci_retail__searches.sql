@@ -4,22 +4,22 @@
 -- stg_searches and every search model build (empty) whichever source is active.
 
 select
-    cast(null as varchar) as source_name,
-    cast(null as varchar) as row_key,
-    cast(null as varchar) as source_file,
+    cast(null as {{ text_type() }}) as source_name,
+    cast(null as {{ text_type() }}) as row_key,
+    cast(null as {{ text_type() }}) as source_file,
     cast(null as bigint) as source_row_number,
-    cast(null as varchar) as raw_digest,
+    cast(null as {{ text_type() }}) as raw_digest,
     cast(null as bigint) as occurrence,
-    cast(null as varchar) as search_id,
-    cast(null as varchar) as user_id,
-    cast(null as varchar) as query,
+    cast(null as {{ text_type() }}) as search_id,
+    cast(null as {{ text_type() }}) as user_id,
+    cast(null as {{ text_type() }}) as query,
     cast(null as bigint) as query_chars,
     cast(null as timestamp) as searched_at,
-    cast(null as varchar) as item_id,
-    cast(null as varchar) as action,
+    cast(null as {{ text_type() }}) as item_id,
+    cast(null as {{ text_type() }}) as action,
     cast(null as integer) as position,
     cast(null as boolean) as query_markup_stripped,
     cast(null as boolean) as query_redacted,
-    cast(null as varchar) as adapter_rule_codes,
-    cast(null as varchar) as raw_values
+    cast(null as {{ text_type() }}) as adapter_rule_codes,
+    cast(null as {{ text_type() }}) as raw_values
 where false
