@@ -84,11 +84,11 @@ def test_release_never_overwrites_a_drop_that_has_arrived(tmp_path: Path) -> Non
 
 def test_cut_by_day_keeps_the_published_text_of_online_retail(tmp_path: Path) -> None:
     source = tmp_path / "online_retail.csv.gz"
-    lines = [
+    lines = [  # invented rows in the file's layout: a quoted comma, an empty CustomerID, a cancellation
         "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
-        '536365,85123A,"HEART, WHITE",6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom',
-        "536366,22633,HAND WARMER,6,2010-12-02 08:28:00,1.85,,United Kingdom",
-        "C536379,D,Discount,-1,2010-12-03 09:41:00,27.50,14527.0,United Kingdom",
+        '900001,ZX101A,"MUG, RED",6,2010-12-01 08:26:00,2.55,90001.0,United Kingdom',
+        "900002,ZX102,PAPER LANTERN,6,2010-12-02 08:28:00,1.85,,United Kingdom",
+        "C900003,D,Discount,-1,2010-12-03 09:41:00,27.50,90002.0,United Kingdom",
     ]
     with gzip.open(source, "wt") as handle:
         handle.write("\n".join(lines) + "\n")
