@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from retrieval import index as faiss_index
 from retrieval import item_models
+from retrieval.ordering import top_k_rows
 
 SOURCES = ("repeat", "co_purchase", "embedding", "als", "ease", "tifu", "popular")
 MODEL_SCORES = ("ease_score", "tifu_score")
@@ -97,23 +98,20 @@ def als_factors(
 
 
 def als(user_factors: np.ndarray, item_factors: np.ndarray, user_ids, item_ids, k: int, batch: int = 2048):
-    """The k items with the highest ALS score per user."""
+    """The k items with the highest ALS score per user.
+
+    The product is taken in float64: a float32 BLAS product moves a user's scores by ulps with the
+    number of users multiplied at once (an update scores a few users, a full run everyone), which can
+    cross one of the ranker's splits; float64's noise is far below the float32 scores it is cast to.
+    """
+    items = item_factors.astype(np.float64).T
     frames = []
     for start in range(0, len(user_ids), batch):
-        positions, values = top_k_rows(user_factors[start : start + batch] @ item_factors.T, k)
+        positions, values = top_k_rows(user_factors[start : start + batch].astype(np.float64) @ items, k)
         frames.append(
             _long(user_ids[start : start + batch], item_ids, positions, np.maximum(values, 1e-6), "als")
         )
     return pd.concat(frames, ignore_index=True)
-
-
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the positions and values of the k largest scores, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-values, axis=1)
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 def _long(user_ids: np.ndarray, item_ids: np.ndarray, positions: np.ndarray, values: np.ndarray, source: str):

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from retrieval.ordering import top_k_rows
+
 DAY = 86_400.0
 
 
@@ -82,7 +84,8 @@ def tifu_user_vectors(
     frame = pd.DataFrame({"u": u[keep], "i": i[keep], "basket": lines["basket"].to_numpy()[keep]})
     frame["t"] = lines["ordered_at"].to_numpy()[keep]
     baskets = frame.groupby(["u", "basket"], as_index=False)["t"].max()
-    baskets["back"] = baskets.sort_values("t", ascending=False).groupby("u").cumcount()
+    newest_first = baskets.sort_values(["t", "basket"], ascending=[False, True], kind="stable")
+    baskets["back"] = newest_first.groupby("u").cumcount()
     baskets["w"] = params.r_basket ** (baskets["back"] % params.group_size) * params.r_group ** (
         baskets["back"] // params.group_size
     )
@@ -100,17 +103,21 @@ def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch
     """TIFU-KNN scores for the users at `rows` of `vectors` (all users are candidate neighbours; a user is
     never their own neighbour)."""
     norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.maximum(norms, 1e-12)[:, None]
+    unit = (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float64)
     k = min(params.neighbours, len(vectors) - 1)
     out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
+        # A user's neighbours and their mean must not depend on which users share the batch (an update
+        # scores a few, a full run everyone): the similarities in float64, whose BLAS noise is below
+        # the precision they are compared at, the neighbours by the shared order (ties to the smaller
+        # row), summed in row order.
         similarity = unit[chunk] @ unit.T
         similarity[np.arange(len(chunk)), chunk] = -np.inf
         if k <= 0:
             neighbour_mean = np.zeros((len(chunk), vectors.shape[1]), dtype=np.float32)
         else:
-            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            nearest = np.sort(top_k_rows(similarity, k)[0], axis=1)
             pick = sp.csr_matrix(
                 (
                     np.full(nearest.size, 1.0 / k, dtype=np.float32),

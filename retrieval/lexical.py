@@ -86,8 +86,12 @@ class LexicalIndex:
         if len(item_ids) != len(texts):
             raise ValueError(f"{len(item_ids)} item ids but {len(texts)} texts")
         tokenised = [words(t) for t in texts]
+        stemmed = [stems(t) for t in tokenised]
+        # The stems' ids in sorted order: bm25s numbers them in the iteration order of a set of strings,
+        # which changes with the process's hash seed, and so would the saved index.
+        ids = {stem: i for i, stem in enumerate(sorted({s for doc in stemmed for s in doc}))}
         bm25 = bm25s.BM25(k1=k1, b=b)
-        bm25.index([stems(t) for t in tokenised], show_progress=False)
+        bm25.index(([[ids[s] for s in doc] for doc in stemmed], ids), show_progress=False)
         vocabulary = Counter(t for tokens in tokenised for t in tokens)
         return cls(
             item_ids=np.asarray(item_ids),

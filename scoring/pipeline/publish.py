@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from retrieval import ordering
 from scoring.features import feature_store
 from scoring.settings import Settings
 from scoring.warehouse import tables
@@ -128,9 +129,9 @@ def user_inputs(settings: Settings) -> pd.DataFrame:
 
 
 def candidates_frame(ranked: pd.DataFrame, n: int, run_id: str) -> pd.DataFrame:
-    """Each user's `n` best ranked candidates (a run's ranked.parquet), best first, in the published
-    candidates' schema."""
-    ordered = ranked.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    """Each user's `n` best ranked candidates (a run's ranked.parquet), best first in the lists' order
+    (retrieval/ordering.py), in the published candidates' schema."""
+    ordered = ordering.ordered(ranked, by="user_id")
     ordered = ordered.assign(rank=ordered.groupby("user_id").cumcount() + 1)
     top = ordered[ordered["rank"] <= n].assign(run_id=run_id)
     top = top.astype({"rank": "int32", "score": "float64", "repeat": "float64", "times_bought": "int64"})

@@ -84,8 +84,13 @@ def build_index(settings: Settings, run: RunFolder) -> dict:
 
 
 def purchases(settings: Settings) -> pd.DataFrame:
-    """Every clean purchase line with a user: what the candidate sources are fitted on."""
-    sql = "select user_id, item_id, ordered_at from fct_order_lines where user_id is not null"
+    """Every clean purchase line with a user: what the candidate sources are fitted on. In a fixed order,
+    as the sources sum float scores in row order, and an incremental build and a full rebuild store the
+    mart's rows in different orders."""
+    sql = """
+        select user_id, item_id, ordered_at from fct_order_lines where user_id is not null
+        order by user_id, item_id, ordered_at
+    """
     return tables.read(settings, sql)
 
 

@@ -26,6 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from retrieval import ordering
 from retrieval.candidates import MODEL_SCORES, SOURCES
 from scoring.evaluation import metrics
 from scoring.features import feature_store
@@ -99,7 +100,11 @@ def with_features(settings: Settings, candidates: pd.DataFrame, as_of: pd.Timest
 
 
 def _rank_within_user(frame: pd.DataFrame, column: str) -> pd.Series:
-    ranks = frame.groupby("user_id")[column].rank(ascending=False, method="first")
+    """Each candidate's place (1 = best) by a source's score among its user's candidates, in the order
+    every list uses (retrieval/ordering.py), so a tie ranks the same whatever order the rows came in
+    (a Spark shard's shuffle); NaN where the source did not propose it."""
+    best_first = ordering.ordered(frame[["user_id", "item_id", column]], by="user_id", score=column)
+    ranks = (best_first.groupby("user_id").cumcount() + 1).reindex(frame.index).astype(float)
     return ranks.where(frame[column] > 0)
 
 
@@ -139,8 +144,7 @@ def holdout_ndcg(holdout: pd.DataFrame, truth: pd.DataFrame, column: str, k: int
     """Mean NDCG@k over the held-out users with a purchase in the window, ranking their candidates by
     `column` (items bought but never proposed count as misses)."""
     bought = truth.groupby("user_id")["item_id"].agg(set)
-    ordered = holdout.sort_values(["user_id", column, "item_id"], ascending=[True, False, True])
-    lists = ordered.groupby("user_id")["item_id"].agg(list)
+    lists = ordering.ordered(holdout, by="user_id", score=column).groupby("user_id")["item_id"].agg(list)
     values = [metrics.ndcg_at_k(items, lists.get(user, []), k) for user, items in bought.items()]
     return float(np.mean(values)) if values else float("nan")
 

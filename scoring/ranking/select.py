@@ -16,8 +16,9 @@ shop's choice (the evaluation reports the trade-off).
   candidate's category is full, the best of them fill the list, so a user still gets n items (the
   publishing check requires n).
 
-Items without a category are similar to nothing and never capped. Ties go to the smaller item id, as in
-the plain ranking, so every list is deterministic.
+Items without a category are similar to nothing and never capped. Scores are compared at the fixed
+precision of retrieval/ordering.py and ties go to the smaller item id, as in the plain ranking, so every
+list is deterministic.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from retrieval import ordering
 from scoring.settings import Settings
 
 # Added to a capped item's relevance (in [0, 1]) so that it comes after every item still allowed.
@@ -32,10 +34,9 @@ _FULL = -2.0
 
 
 def _ordered(ranked: pd.DataFrame) -> pd.DataFrame:
-    """Each user's candidates best first, ties to the smaller item id."""
-    return ranked.sort_values(
-        ["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable"
-    ).reset_index(drop=True)
+    """Each user's candidates best first (retrieval/ordering.py: the score at a fixed precision, ties to
+    the smaller item id)."""
+    return ordering.ordered(ranked, by="user_id").reset_index(drop=True)
 
 
 def _with_rank(rows: pd.DataFrame) -> pd.DataFrame:
@@ -56,9 +57,10 @@ def _grid(ordered: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     width = int(position.max()) + 1
     row = np.full((len(users), width), -1, dtype=np.int64)
     row[user_code, position] = np.arange(len(ordered))
-    score = ordered["score"].to_numpy(dtype=float)
-    low = ordered.groupby("user_id")["score"].transform("min").to_numpy(dtype=float)
-    span = ordered.groupby("user_id")["score"].transform("max").to_numpy(dtype=float) - low
+    score = pd.Series(ordering.score_key(ordered["score"]), index=ordered.index)
+    low = score.groupby(ordered["user_id"]).transform("min").to_numpy()
+    span = score.groupby(ordered["user_id"]).transform("max").to_numpy() - low
+    score = score.to_numpy()
     relevance = np.zeros(row.shape)
     relevance[user_code, position] = np.divide(score - low, span, out=np.ones_like(score), where=span > 0)
     codes, categories = pd.factorize(ordered["category"])

@@ -49,7 +49,7 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
         from fct_order_lines
         where user_id is not null
         group by user_id, item_id, order_id
-        order by ordered_at desc
+        order by ordered_at desc, user_id, item_id, order_id
         limit {int(settings.max_training_pairs * 2)}
         """,
     )
@@ -57,7 +57,11 @@ def training_pairs(settings: Settings, items: pd.DataFrame) -> pd.DataFrame:
     joined = feature_store.historical(
         settings, entity_df[["user_id", "item_id", "event_timestamp"]], [HISTORY_FEATURE]
     )
-    joined = joined.dropna(subset=["recent_item_ids"])
+    # Feast returns the entity rows in an order of its own: newest first again, so that the cut below
+    # (and the seeded shuffle after it) sees the same rows in the same order in every process.
+    joined = joined.dropna(subset=["recent_item_ids"]).sort_values(
+        ["event_timestamp", "user_id", "item_id"], ascending=[False, True, True], kind="stable"
+    )
     has_history = joined["recent_item_ids"].map(len) > 0
     novel = [
         item not in set(hist) for item, hist in zip(joined["item_id"], joined["recent_item_ids"], strict=True)
