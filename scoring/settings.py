@@ -460,6 +460,11 @@ class Settings(BaseSettings):
         return self.data_dir / "aisle.lock"
 
     @property
+    def event_log_path(self) -> Path:
+        """The server's log of accepted events (scoring/events/log.py), sealed into raw data by builds."""
+        return self.data_dir / "events" / "events.db"
+
+    @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
 

@@ -3,12 +3,18 @@ materialize) once per test session, and the real Online Retail file where ../sha
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from scoring.pipeline import publish
+from scoring.pipeline.run_folder import swap_link
 from scoring.settings import SHARED_ONLINE_RETAIL, Settings
+
+LISTED_ONLY = "U000001"  # a published user whose candidates realtime_copy leaves out
 
 
 def _free_port() -> int:
@@ -64,6 +70,48 @@ def scored_workspace(workspace: Settings) -> tuple[Settings, Path]:
     score_run(workspace, run)
     run.promote(workspace.runs_dir)
     return workspace, run.root
+
+
+def realtime_copy(workspace: Settings, run_dir: Path, data_dir: Path, **overrides) -> Settings:
+    """A workspace of its own for the server: the live build, the online store, the publication (with the
+    candidate pool: published by `make score`, or built here from the run the same way when absent), and
+    runs/current linked to the scored run; `overrides` go to the tiny settings. One published user's
+    candidates are left out of the pool, so the fallback to their published list is served too
+    (LISTED_ONLY)."""
+    copy = tiny_settings(data_dir, **{"max_request_bytes": 2048, **overrides})
+    live = workspace.live_dir.resolve()
+    shutil.copytree(live, copy.builds_dir / live.name)
+    swap_link(copy.live_dir, copy.builds_dir / live.name)
+    shutil.copytree(workspace.feast_dir, copy.feast_dir, ignore=shutil.ignore_patterns("serve-*.log"))
+    shutil.copytree(workspace.published_dir, copy.published_dir)
+    path = copy.published_dir / publish.CANDIDATES_FILE
+    if path.exists():
+        pool = pd.read_parquet(path)
+    else:
+        pool = publish.candidates_frame(
+            pd.read_parquet(run_dir / "ranked.parquet"), copy.serve_candidates, run_dir.name
+        )
+    pool[pool["user_id"] != LISTED_ONLY].to_parquet(path, index=False)
+    copy.runs_dir.mkdir(parents=True, exist_ok=True)
+    (copy.runs_dir / run_dir.name).symlink_to(run_dir.resolve())
+    swap_link(copy.runs_dir / "current", copy.runs_dir / run_dir.name)
+    return copy
+
+
+def online_lookup(url: str, service: str, entities: dict[str, list]) -> dict[str, list]:
+    """One `POST /get-online-features` of a feature service over HTTP, by feature name: each name's values,
+    one per entity row (the answer is column-wise and its order is not fixed)."""
+    import requests
+
+    response = requests.post(
+        f"{url}/get-online-features", json={"feature_service": service, "entities": entities}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return {
+        name: result["values"]
+        for name, result in zip(body["metadata"]["feature_names"], body["results"], strict=True)
+    }
 
 
 @pytest.fixture(scope="session")

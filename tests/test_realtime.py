@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,35 +23,33 @@ import pandas as pd
 import pytest
 import requests
 
+from scoring.events.log import EventLog
+from scoring.events.session import Event, Session
 from scoring.pipeline import publish
-from scoring.pipeline.run_folder import swap_link
 from scoring.serving.recommend_route import (
-    Event,
     RecommendRequest,
     RerankPolicy,
-    Session,
     parse_event,
     parse_recommend,
     rerank,
 )
+from scoring.serving.request_body import RequestProblem
 from scoring.serving.server import (
     EVENTS,
     READ_ROUTES,
     RECOMMEND,
     WRITE_ROUTES,
     FeatureServer,
-    RequestProblem,
     ServingGuard,
 )
 from scoring.settings import Settings
-from tests.conftest import tiny_settings
+from tests.conftest import LISTED_ONLY, online_lookup, realtime_copy
 
 TOKEN = "aisle-realtime-token-8c2f41"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLICY = RerankPolicy(view_weight=0.5, cart_weight=0.8, rebuy_min_repeat=0.0)
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 HOUR = 3600
-LISTED_ONLY = "U000001"  # a published user whose candidates the serving copy leaves out
 
 
 # ----- unit: the re-rank ----------------------------------------------------------------------------------
@@ -260,38 +257,13 @@ def test_events_is_a_write_route_and_recommend_a_read_route() -> None:
 
 
 # ----- the real server ------------------------------------------------------------------------------------
-def _serving_copy(workspace: Settings, run_dir: Path, data_dir: Path) -> Settings:
-    """A workspace of its own for the server: the live build, the online store, the publication (with the
-    candidate pool: published by `make score`, or built here from the run the same way when absent), and
-    runs/current linked to the scored run. One published user's candidates are left out of the pool, so
-    the fallback to their published list is served too (LISTED_ONLY)."""
-    copy = tiny_settings(data_dir, serve_token=TOKEN, max_request_bytes=2048)
-    live = workspace.live_dir.resolve()
-    shutil.copytree(live, copy.builds_dir / live.name)
-    swap_link(copy.live_dir, copy.builds_dir / live.name)
-    shutil.copytree(workspace.feast_dir, copy.feast_dir, ignore=shutil.ignore_patterns("serve-*.log"))
-    shutil.copytree(workspace.published_dir, copy.published_dir)
-    path = copy.published_dir / publish.CANDIDATES_FILE
-    if path.exists():
-        pool = pd.read_parquet(path)
-    else:
-        pool = publish.candidates_frame(
-            pd.read_parquet(run_dir / "ranked.parquet"), copy.serve_candidates, run_dir.name
-        )
-    pool[pool["user_id"] != LISTED_ONLY].to_parquet(path, index=False)
-    copy.runs_dir.mkdir(parents=True, exist_ok=True)
-    (copy.runs_dir / run_dir.name).symlink_to(run_dir.resolve())
-    swap_link(copy.runs_dir / "current", copy.runs_dir / run_dir.name)
-    return copy
-
-
 @pytest.fixture(scope="module")
 def realtime(
     scored_workspace: tuple[Settings, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, Path, FeatureServer]]:
     """(the serving copy, the run folder, the real server on the copy with write routes open to TOKEN)."""
     workspace, run_dir = scored_workspace
-    copy = _serving_copy(workspace, run_dir, tmp_path_factory.mktemp("realtime"))
+    copy = realtime_copy(workspace, run_dir, tmp_path_factory.mktemp("realtime"), serve_token=TOKEN)
     with FeatureServer(copy) as server:
         yield copy, run_dir, server
 
@@ -314,16 +286,10 @@ def _event_post(server: FeatureServer, body: dict | bytes, headers: dict | None 
 
 def _session_row(server: FeatureServer, user: str) -> dict:
     """The user's online session row, as Feast's own lookup answers it."""
-    response = requests.post(
-        f"{server.url}/get-online-features",
-        json={"feature_service": "session_v1", "entities": {"user_id": [user]}},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    return dict(
-        zip(body["metadata"]["feature_names"], [r["values"][0] for r in body["results"]], strict=True)
-    )
+    return {
+        name: values[0]
+        for name, values in online_lookup(server.url, "session_v1", {"user_id": [user]}).items()
+    }
 
 
 def _pool(settings: Settings) -> pd.DataFrame:
@@ -457,6 +423,18 @@ def _bad_events(item: str) -> dict[str, tuple[bytes, dict | None, int, str]]:
             422,
             "not in the catalogue",
         ),
+        "quantity not whole": (
+            json.dumps({**good, "quantity": 1.5}).encode(),
+            AUTH,
+            422,
+            "`quantity` must be a whole number",
+        ),
+        "price not positive": (
+            json.dumps({**good, "unit_price": 0}).encode(),
+            AUTH,
+            422,
+            "`unit_price` must be a number above 0",
+        ),
         "oversized": (json.dumps({**good, "pad": "x" * 4000}).encode(), AUTH, 413, "over the cap of 2,048"),
     }
 
@@ -469,11 +447,15 @@ def test_bad_events_get_their_4xx_write_nothing_and_the_server_keeps_answering(r
     assert first.status_code == 200, first.text
     row = _session_row(server, user)
     assert row["carted_item_ids"] == [item]
+    log = EventLog(settings.event_log_path)
+    logged = log.count()
+    assert logged >= 1
     for case, (body, headers, status, detail) in _bad_events(item).items():
         response = _event_post(server, body, headers)
         assert response.status_code == status, (case, response.text)
         assert detail in response.json()["detail"], (case, response.json())
         assert _session_row(server, user) == row, case
+        assert log.count() == logged, f"{case}: a refused event was logged"
         assert server.running() and _recommend(server, user, 3)["items"], case
 
 

@@ -21,8 +21,9 @@ import pytest
 import requests
 
 from scoring.pipeline.run_folder import swap_link
+from scoring.serving.request_body import RequestProblem
 from scoring.serving.search_route import SearchRequest, parse_search
-from scoring.serving.server import FeatureServer, RequestProblem
+from scoring.serving.server import FeatureServer
 from scoring.settings import Settings
 from tests.conftest import tiny_settings
 

@@ -99,8 +99,8 @@
     first step of every staging model. `table` names a canonical table whose file or columns may be
     missing (see raw_layout); leave it out for a source whose columns are all required.
 
-    Occurrences count exact duplicates in arrival order (the initial file, then the drops by date, rows
-    in file order), so a row's key is the same whether its file came in a full build or a later one.
+    Occurrences count exact duplicates in arrival order (the initial file, then the drops by date, a day's
+    files by name, rows in file order), so a row's key is the same whether its file came in a full build or a later one.
     With `incremental` (an incremental model, on an incremental run) only the files not yet loaded are
     read, the filter a literal list so the engine skips those files unread, and each digest's occurrences
     continue from the highest already loaded: rerunning with no new file reads nothing. -#}
@@ -115,7 +115,7 @@
         raw.*,
         {% if continue_occurrences %}coalesce(loaded.max_occurrence, 0) + {% endif -%}
         row_number() over (
-            partition by raw.raw_digest order by raw.arrival_order, raw.source_row_number
+            partition by raw.raw_digest order by raw.arrival_order, raw.source_file, raw.source_row_number
         ) as occurrence
     from (
         select *, {{ raw_digest(columns) }} as raw_digest

@@ -21,6 +21,10 @@ The real-time part (`--parts realtime`, `run_realtime`) measures, on the same se
   a live session just before (a view and a cart through `POST /events`: every answer re-ranked with
   item similarities); an error is a transport error, a non-200 answer or an answer without items, and
   the answers' `answered_from` is tallied;
+- `POST /events` p50, p95 and p99 at 1 and 16 clients: views by users of the bench's own, each event
+  synced to the event log and merged into the session before its answer (scoring/events/);
+- the lost-update probe: 30 views of different items for one new user from 16 concurrent clients, then
+  how many were answered 200, how many the user's session holds and how many the event log holds;
 - push-to-serve freshness: per trial, a published user's recommended item that is no repeat purchase
   (times_bought 0 in published/candidates.parquet) is bought through `POST /events`; the clock runs
   from just before that POST until the first `POST /recommend` answer without the item (polled back to
@@ -178,9 +182,11 @@ def http_load(
     clients: int,
     path: str = "/get-online-features",
     answered: Callable[[bytes], bool] = _all_present,
+    token: str = "",
 ) -> tuple[list[float], int, float]:
     """Send every body once to POST `path`, `clients` threads at a time, each over one keep-alive
-    connection; an answer counts as an error unless it is a 200 that `answered` accepts."""
+    connection (with the bearer `token`, if any); an answer counts as an error unless it is a 200 that
+    `answered` accepts."""
     shards = [bodies[i::clients] for i in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -189,6 +195,8 @@ def http_load(
     def client(index: int) -> None:
         connection = http.client.HTTPConnection(host, port, timeout=30)
         headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         start.wait()
         for body in shards[index]:
             began = time.perf_counter()
@@ -561,14 +569,18 @@ def run_realtime(
                     _summarise("HTTP POST /recommend", scenario, 1, clients, latencies, errors, wall)
                 )
             answered_from[scenario] = dict(tally)
+        items = sorted(candidates["item_id"].unique())
+        results += events_load(settings, items, requests, concurrency)
+        probe = lost_update_probe(settings, items)
         console.print(f"push-to-serve freshness, {len(groups['freshness'])} trials")
         fresh = freshness(settings, groups["freshness"], candidates)
         assert server.healthy(), "the server did not survive the load"
-    one_client = [r for r in results if r.clients == 1]
+    one_client = [r for r in results if r.clients == 1 and r.path == "HTTP POST /recommend"]
     worst = max((r.p99_ms for r in one_client), default=float("nan"))
     report = {
         "results": [asdict(r) for r in results],
         "answered_from": answered_from,
+        "lost_update_probe": probe,
         "freshness": fresh,
         "target": {
             "recommend_p99_ms_one_client": TARGET_RECOMMEND_P99_MS,
@@ -589,12 +601,80 @@ def run_realtime(
     return report
 
 
+def events_load(settings: Settings, items: list[str], requests: int, concurrency: list[int]) -> list[Result]:
+    """POST /events latency: views of catalogue items by users of their own (no published user's session
+    changes), at each client count; an answer counts once it says where the event was stored."""
+    rng = random.Random(1)
+    bodies = [
+        json.dumps(
+            {
+                "user_id": f"U-bench-events-{rng.randrange(500)}",
+                "item_id": rng.choice(items),
+                "event_type": "view",
+            }
+        ).encode()
+        for _ in range(requests)
+    ]
+    token = settings.serve_token.get_secret_value()
+    results = []
+    for clients in concurrency:
+        console.print(f"HTTP POST /events, {clients} clients, {len(bodies):,} requests")
+        latencies, errors, wall = http_load(
+            settings.feast_host,
+            settings.feast_port,
+            bodies,
+            clients,
+            "/events",
+            lambda payload: b'"stored"' in payload,
+            token,
+        )
+        results.append(_summarise("HTTP POST /events", "view", 1, clients, latencies, errors, wall))
+    return results
+
+
+def lost_update_probe(settings: Settings, items: list[str], events: int = 30, clients: int = 16) -> dict:
+    """The lost-update reproduction: `events` views of different items for one new user, from `clients`
+    concurrent clients. Returns how many were answered 200, how many the user's session then holds, and
+    how many the event log holds (None where the server keeps no log)."""
+    user = f"U-lost-update-{secrets.token_hex(4)}"
+    bodies = [
+        json.dumps({"user_id": user, "item_id": item, "event_type": "view"}).encode()
+        for item in items[:events]
+    ]
+    token = settings.serve_token.get_secret_value()
+    latencies, _, _ = http_load(
+        settings.feast_host, settings.feast_port, bodies, clients, "/events", lambda p: b"session" in p, token
+    )
+    connection = http.client.HTTPConnection(settings.feast_host, settings.feast_port, timeout=30)
+    status, payload = _post(
+        connection, "/get-online-features", {"feature_service": "session_v1", "entities": {"user_id": [user]}}
+    )
+    connection.close()
+    answer = json.loads(payload) if status == 200 else {}
+    columns = dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True)) if answer else {}
+    in_session = len(columns["viewed_item_ids"]["values"][0] or []) if columns else None
+    in_log = None
+    if settings.event_log_path.exists():
+        with sqlite3.connect(settings.event_log_path) as con:
+            in_log = con.execute("select count(*) from events where user_id = ?", (user,)).fetchone()[0]
+    probe = {
+        "events": len(bodies),
+        "clients": clients,
+        "answered_200": len(latencies),
+        "in_session": in_session,
+        "in_log": in_log,
+    }
+    console.print(f"Lost-update probe (one user, {len(bodies)} events, {clients} clients): {probe}")
+    return probe
+
+
 def show_realtime(results: list[Result], report: dict[str, Any]) -> None:
-    table = Table(title="POST /recommend (latency in ms)")
-    for column in ("user", "clients", "requests", "errors", "p50", "p95", "p99", "req/s"):
-        table.add_column(column, justify="left" if column == "user" else "right")
+    table = Table(title="POST /recommend and POST /events (latency in ms)")
+    for column in ("route", "user", "clients", "requests", "errors", "p50", "p95", "p99", "req/s"):
+        table.add_column(column, justify="left" if column in ("route", "user") else "right")
     for r in results:
         table.add_row(
+            r.path.removeprefix("HTTP "),
             r.service,
             str(r.clients),
             *latency_cells(r),

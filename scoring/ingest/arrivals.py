@@ -29,8 +29,12 @@ from scoring.errors import AisleError
 # The table name of Online Retail's invoice lines in a folder of arrivals (the published file's name).
 ONLINE_RETAIL_TABLE = "online_retail"
 PENDING = "_pending"
-# `<table>-YYYY-MM-DD.<ext>`: a dated drop (the date is the day it arrived, see _days).
-_DROP = re.compile(r"^(?P<table>.+)-(?P<day>\d{4}-\d{2}-\d{2})\.(?P<ext>parquet|csv|csv\.gz)$")
+# `<table>-YYYY-MM-DD.<ext>`: a dated drop (the date is the day it arrived, see _days); the server's
+# sealed events are drops too, several a day: `events-YYYY-MM-DD.served-<first>-<last>.<ext>`
+# (scoring/events/log.py), after that day's drop in arrival order.
+_DROP = re.compile(
+    r"^(?P<table>.+)-(?P<day>\d{4}-\d{2}-\d{2})(?:\.served-\d+-\d+)?\.(?P<ext>parquet|csv|csv\.gz)$"
+)
 
 
 def _extension(fmt: str) -> str:
@@ -76,8 +80,12 @@ def pending_dir(raw_dir: Path) -> Path:
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
     """Write rows in their order, as the format's plain file (no index, no varying metadata)."""
+    write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a table as the plain file its name's extension says (parquet, csv or csv.gz)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     if path.name.endswith(".parquet"):
         pq.write_table(table, path, compression="zstd")
     elif path.name.endswith(".csv.gz"):

@@ -13,14 +13,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scoring.errors import AisleError
+from scoring.events.log import EventLog
+from scoring.events.session import merge_into_session
 from scoring.features import feature_store
 from scoring.pipeline.run_folder import prune, swap_link
 from scoring.settings import Settings
 from scoring.warehouse import dbt, tables
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 BUILD_RECORD = "build.json"
 
@@ -54,13 +60,35 @@ def build_features(settings: Settings, incremental: bool = False) -> Path:
         feature_store.materialize(staged)
     fs = feature_store.store(staged)
     published = frozenset(feature_store.online_table(fs, view) for view in feature_store.PUBLISHED_VIEWS)
-    feature_store.swap_online_tables(settings.online_store_path, staged.online_store_path, keep=published)
+    log = EventLog(settings.event_log_path)
+    try:
+        # No event is stored or merged live between the replay and the swap, so none is lost.
+        with log.exclusive():
+            record["replayed_events"] = _replay_served_events(settings, fs, log)
+            feature_store.swap_online_tables(
+                settings.online_store_path, staged.online_store_path, keep=published
+            )
+    finally:
+        log.close()
     staged.online_store_path.unlink()  # its rows are live now
     record["finished_at"] = datetime.now(UTC).isoformat()
     (root / BUILD_RECORD).write_text(json.dumps(record, indent=2, default=str))
     swap_link(settings.live_dir, root)
     prune(settings.builds_dir, settings.keep_builds, protect=settings.live_dir)
     return root
+
+
+def _replay_served_events(settings: Settings, fs: FeatureStore, log: EventLog) -> int:
+    """Merge into the new build's sessions the events the server accepted after this build sealed the
+    log into raw data: the marts cannot hold them, and the swap would otherwise drop them from the live
+    sessions until the next build. Only events still inside the session window can show in a session.
+    Returns how many were merged."""
+    window_s = settings.session_window_hours * 3600
+    since = datetime.now(UTC) - timedelta(seconds=window_s)
+    events = [e for e in log.unsealed(settings.resolved_raw_path) if e.event_at >= since]
+    for event in events:
+        merge_into_session(fs, event, window_s)
+    return len(events)
 
 
 def _seed(settings: Settings, previous: Path, staged: Settings) -> None:

@@ -7,20 +7,29 @@ and `/search`, and share its online store: a session lives in Feast's stream fea
 `session_activity_push` a build fills from the mart and `/events` (or Feast's own `/push`) keeps current.
 
 `POST /events` (a write route: the guard wants the bearer token, a read-only server answers 403) takes
-`{"user_id": str, "item_id": str, "event_type": "view" | "cart" | "purchase", "event_at"?: ISO-8601}`
-(`event_at` defaults to now; without an offset it is UTC; kept to the second). The user's current online
-row is read, the event merged into it with the mart's own rule (each item once per kind at its latest
-time, newest first; entries older than `settings.session_window_hours` before the session's last event
-dropped), and the merged row pushed online to the push source's view (`push_online`: the write of
-Feast's `FeatureStore.push(..., PushMode.ONLINE)`, without its uncached registry re-read): one SQLite
-transaction, so a reader sees the old row or the new one. The answer (200) is the stored row. A check
-that fails answers before anything is read or written:
+`{"user_id": str, "item_id": str, "event_type": "view" | "cart" | "purchase", "event_at"?: ISO-8601,
+"event_id"?: str, "quantity"?: int, "unit_price"?: number, "order_id"?: str}` (`event_at` defaults to now;
+without an offset it is UTC; kept to the second). `event_id` is the client's idempotency key (Segment's
+`messageId`): an event sent again with the same id and values, a retry, is stored and counted once; the same
+id with other values is refused with 409. Without one, every request is a new event. `quantity`,
+`unit_price` and `order_id` describe a purchase line (a cart or purchase counts one unit by default, a
+purchase without an order is an order of its own), as the raw events contract has them.
+
+An accepted event is stored in the event log (scoring/events/log.py: SQLite, synced to disk at commit) and
+merged into the user's online session (scoring/events/session.py: the mart's own rule, one online write) in
+one write transaction of the log, which every worker and build serialises on: two events of one user never
+overwrite each other's merge, and the answer (200) comes only once the event is on disk. The next build
+seals the log into the raw folder (`events-YYYY-MM-DD.served-<first>-<last>.<ext>`), so the warehouse,
+the marts, the next training run and the sessions a build reloads all hold it. The answer says what was
+stored: `{"stored": {the event, "event_id", "log": {"path", "seq", "duplicate"}, "session": the view},
+"session": the merged session}`. A check that fails answers before anything is read or written:
 
 - 400 when the body is not JSON at all (empty, not UTF-8, malformed, NaN/Infinity);
 - 422 when it is not an event: not an object, an unknown field, a missing one, a wrong type, an empty id,
   an event type other than the three, a time that is not ISO-8601 or more than
   `settings.events_max_future_s` ahead of the server's clock, an item not in the catalogue (the live
-  dim_items and the promoted run's items);
+  dim_items and the promoted run's items), a quantity or price out of range;
+- 409 for an `event_id` already stored with other values;
 - 413 over `settings.max_request_bytes` (the guard), 401/403 without the token (the guard);
 - 503 until a run is published (the catalogue check needs it).
 
@@ -48,12 +57,11 @@ user, and a watcher thread reloads them when a publication changes them (every
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,8 +71,18 @@ import pandas as pd
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from scoring.events.log import EventConflict, EventLog, Receipt
+from scoring.events.session import (
+    KINDS,
+    SESSION_FEATURES,
+    SESSION_VIEW,
+    Event,
+    Session,
+    merge_into_session,
+    online_row,
+)
 from scoring.serving.reloading import ReloadingService
-from scoring.serving.server import RequestProblem, _NonFiniteNumber, _reject_constant, _shown
+from scoring.serving.request_body import RequestProblem, json_object, shown
 from scoring.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,17 +90,22 @@ if TYPE_CHECKING:
 
 EVENTS = ("POST", "/events")
 RECOMMEND = ("POST", "/recommend")
-EVENT_FIELDS = ("user_id", "item_id", "event_type", "event_at")
+EVENT_FIELDS = (
+    "user_id",
+    "item_id",
+    "event_type",
+    "event_at",
+    "event_id",
+    "quantity",
+    "unit_price",
+    "order_id",
+)
 RECOMMEND_FIELDS = ("user_id", "k")
 EVENT_EXAMPLE = '{"user_id": "U000001", "item_id": "I00042", "event_type": "view"}'
 RECOMMEND_EXAMPLE = '{"user_id": "U000001", "k": 10}'
 MAX_ID_CHARS = 128
-# An event type -> the session lists it lands in (the mart's columns: <kind>_item_ids, <kind>_at).
-KINDS = {"view": "viewed", "cart": "carted", "purchase": "bought"}
-SESSION_VIEW = "user_session_activity"
-PUSH_SOURCE = "session_activity_push"
-SESSION_COLUMNS = tuple(f"{kind}_{suffix}" for kind in KINDS.values() for suffix in ("item_ids", "at"))
-SESSION_FEATURES = [f"{SESSION_VIEW}:{name}" for name in (*SESSION_COLUMNS, "last_event_at")]
+MAX_QUANTITY = 10_000
+MAX_UNIT_PRICE = 1_000_000
 PUBLISHED_FEATURES = [f"user_recommendations:{name}" for name in ("item_ids", "scores", "reasons", "run_id")]
 
 logger = logging.getLogger("aisle.serving.recommend")
@@ -93,41 +116,9 @@ warnings.filterwarnings("ignore", "Stream feature views are experimental", Runti
 
 # --- requests --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Event:
-    """A checked event: who, which item, what kind, when (UTC, to the second)."""
-
-    user_id: str
-    item_id: str
-    event_type: str
-    event_at: datetime
-
-
-@dataclass(frozen=True)
 class RecommendRequest:
     user_id: str
     k: int
-
-
-def _payload(body: bytes, fields: Sequence[str], example: str) -> dict[str, Any]:
-    """The JSON object in `body` (400 when it is not JSON, 422 when not an object or a field is unknown)."""
-    if not body.strip():
-        raise RequestProblem(400, f"the body is empty: send a JSON object such as {example}")
-    try:
-        payload = json.loads(body.decode("utf-8-sig"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as error:
-        raise RequestProblem(
-            400, f"the body is not UTF-8 text (byte 0x{body[error.start]:02x} at offset {error.start})"
-        ) from None
-    except _NonFiniteNumber as error:
-        raise RequestProblem(400, f"{error} is not a JSON number: send finite numbers") from None
-    except (ValueError, RecursionError) as error:
-        raise RequestProblem(400, f"the body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise RequestProblem(422, f"the body must be a JSON object such as {example}, not {_shown(payload)}")
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        raise RequestProblem(422, f"unknown field {_shown(unknown[0])}: the fields are {', '.join(fields)}")
-    return payload
 
 
 def _identifier(payload: dict[str, Any], name: str, example: str) -> str:
@@ -135,40 +126,67 @@ def _identifier(payload: dict[str, Any], name: str, example: str) -> str:
         raise RequestProblem(422, f"`{name}` is missing: send it as in {example}")
     value = payload[name]
     if not isinstance(value, str):
-        raise RequestProblem(422, f"`{name}` must be a string, not {_shown(value)}")
+        raise RequestProblem(422, f"`{name}` must be a string, not {shown(value)}")
     value = value.strip()
     if not value:
         raise RequestProblem(422, f"`{name}` is empty")
     if len(value) > MAX_ID_CHARS or not value.isprintable():
         raise RequestProblem(
-            422, f"`{name}` must be at most {MAX_ID_CHARS} printable characters, not {_shown(value)}"
+            422, f"`{name}` must be at most {MAX_ID_CHARS} printable characters, not {shown(value)}"
         )
     return value
 
 
+def _optional_identifier(payload: dict[str, Any], name: str) -> str | None:
+    return None if payload.get(name) is None else _identifier(payload, name, EVENT_EXAMPLE)
+
+
+def _quantity(payload: dict[str, Any]) -> int | None:
+    value = payload.get("quantity")
+    if value is None:
+        return None
+    if not (isinstance(value, int) and not isinstance(value, bool)) or not 1 <= value <= MAX_QUANTITY:
+        raise RequestProblem(
+            422, f"`quantity` must be a whole number from 1 to {MAX_QUANTITY:,}, not {shown(value)}"
+        )
+    return value
+
+
+def _unit_price(payload: dict[str, Any]) -> str | None:
+    """The price as the raw contract's text, with two places."""
+    value = payload.get("unit_price")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_UNIT_PRICE:
+        raise RequestProblem(
+            422, f"`unit_price` must be a number above 0 and at most {MAX_UNIT_PRICE:,}, not {shown(value)}"
+        )
+    return f"{value:.2f}"
+
+
 def parse_event(body: bytes, now: datetime, max_future_s: float) -> Event:
     """The event in `body`, or RequestProblem (400 unreadable, 422 not a valid event) saying why."""
-    payload = _payload(body, EVENT_FIELDS, EVENT_EXAMPLE)
+    payload = json_object(body, EVENT_FIELDS, EVENT_EXAMPLE)
     user_id = _identifier(payload, "user_id", EVENT_EXAMPLE)
     item_id = _identifier(payload, "item_id", EVENT_EXAMPLE)
     event_type = payload.get("event_type")
     if event_type not in KINDS:
         raise RequestProblem(
-            422, f"`event_type` must be one of {', '.join(map(repr, KINDS))}, not {_shown(event_type)}"
+            422, f"`event_type` must be one of {', '.join(map(repr, KINDS))}, not {shown(event_type)}"
         )
     event_at = payload.get("event_at")
     if event_at is None:
         when = now
     elif not isinstance(event_at, str):
         raise RequestProblem(
-            422, f'`event_at` must be an ISO-8601 time such as "2026-11-30T10:15:00Z", not {_shown(event_at)}'
+            422, f'`event_at` must be an ISO-8601 time such as "2026-11-30T10:15:00Z", not {shown(event_at)}'
         )
     else:
         try:
             when = datetime.fromisoformat(event_at.strip())
         except ValueError:
             raise RequestProblem(
-                422, f'`event_at` {_shown(event_at)} is not an ISO-8601 time such as "2026-11-30T10:15:00Z"'
+                422, f'`event_at` {shown(event_at)} is not an ISO-8601 time such as "2026-11-30T10:15:00Z"'
             ) from None
         when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         ahead = (when - now).total_seconds()
@@ -179,94 +197,30 @@ def parse_event(body: bytes, now: datetime, max_future_s: float) -> Event:
                 f"({now:%Y-%m-%dT%H:%M:%SZ}); "
                 f"at most {max_future_s:g} s of skew is allowed (AISLE_EVENTS_MAX_FUTURE_S)",
             )
-    return Event(user_id, item_id, event_type, when.replace(microsecond=0))
+    return Event(
+        user_id,
+        item_id,
+        event_type,
+        when.replace(microsecond=0),
+        event_id=_optional_identifier(payload, "event_id"),
+        quantity=_quantity(payload),
+        unit_price=_unit_price(payload),
+        order_id=_optional_identifier(payload, "order_id"),
+    )
 
 
 def parse_recommend(body: bytes, max_k: int, default_k: int) -> RecommendRequest:
     """The request in `body`, or RequestProblem (400 unreadable, 422 not a valid request) saying why."""
-    payload = _payload(body, RECOMMEND_FIELDS, RECOMMEND_EXAMPLE)
+    payload = json_object(body, RECOMMEND_FIELDS, RECOMMEND_EXAMPLE)
     user_id = _identifier(payload, "user_id", RECOMMEND_EXAMPLE)
     k = payload.get("k")
     if k is None:
         k = min(default_k, max_k)
     elif not (isinstance(k, int) and not isinstance(k, bool)) or not 1 <= k <= max_k:
         raise RequestProblem(
-            422, f"`k` must be a whole number from 1 to {max_k} (AISLE_RECOMMEND_MAX_K), not {_shown(k)}"
+            422, f"`k` must be a whole number from 1 to {max_k} (AISLE_RECOMMEND_MAX_K), not {shown(k)}"
         )
     return RecommendRequest(user_id, k)
-
-
-# --- sessions --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Session:
-    """A user's session activity: per kind (viewed, carted, bought) the items, newest first, each with the
-    unix time of its latest such event; and the time of the last event (None: no session)."""
-
-    entries: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
-    last_event_at: int | None = None
-
-    def items(self, kind: str) -> list[str]:
-        return [item for item, _ in self.entries.get(kind, ())]
-
-    @property
-    def empty(self) -> bool:
-        return not any(self.entries.values())
-
-    @classmethod
-    def from_online(cls, row: dict[str, Any]) -> Session:
-        """The session in one entity row of Feast's online answer (all None when the user has none)."""
-        if row.get("last_event_at") is None:
-            return cls()
-        entries = {
-            kind: tuple(zip(row.get(f"{kind}_item_ids") or [], row.get(f"{kind}_at") or [], strict=True))
-            for kind in KINDS.values()
-        }
-        return cls(entries, int(row["last_event_at"]))
-
-    def merged(self, event: Event, window_s: int) -> Session:
-        """This session with `event` in it, by fct_user_session_activity's rule: the session ends at its
-        latest event; each item appears once per kind at its latest time; entries more than `window_s`
-        before the end are dropped; newest first (ties by item id)."""
-        at = int(event.event_at.timestamp())
-        last = at if self.last_event_at is None else max(self.last_event_at, at)
-        entries = {}
-        for kind in KINDS.values():
-            times = dict(self.entries.get(kind, ()))
-            if kind == KINDS[event.event_type]:
-                times[event.item_id] = max(times.get(event.item_id, at), at)
-            kept = [(item, t) for item, t in times.items() if t >= last - window_s]
-            entries[kind] = tuple(sorted(kept, key=lambda entry: (-entry[1], entry[0])))
-        return Session(entries, last)
-
-    def live(self, now: datetime, window_s: int) -> Session:
-        """The entries still within the window of `now` (the view's TTL, applied here)."""
-        cutoff = now.timestamp() - window_s
-        return Session(
-            {kind: tuple(e for e in entries if e[1] >= cutoff) for kind, entries in self.entries.items()},
-            self.last_event_at,
-        )
-
-    def frame(self, user_id: str) -> pd.DataFrame:
-        """The session as the one-row frame pushed to `session_activity_push` (the mart's columns)."""
-        assert self.last_event_at is not None
-        row: dict[str, Any] = {
-            "user_id": user_id,
-            "event_timestamp": pd.Timestamp(self.last_event_at, unit="s", tz="UTC"),
-            "last_event_at": self.last_event_at,
-        }
-        for kind in KINDS.values():
-            row[f"{kind}_item_ids"] = self.items(kind)
-            row[f"{kind}_at"] = [int(t) for _, t in self.entries.get(kind, ())]
-        return pd.DataFrame([row])
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f"{kind}_item_ids": self.items(kind) for kind in KINDS.values()}
-        out["last_event_at"] = (
-            None
-            if self.last_event_at is None
-            else datetime.fromtimestamp(self.last_event_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
-        return out
 
 
 # --- the re-rank -----------------------------------------------------------------------------------------
@@ -510,39 +464,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _online_row(store: FeatureStore, features: list[str], user_id: str) -> dict[str, Any]:
-    answer = store.get_online_features(features=features, entity_rows=[{"user_id": user_id}]).to_dict()
-    return {name: values[0] for name, values in answer.items()}
-
-
-def push_online(store: FeatureStore, frame: pd.DataFrame) -> None:
-    """`FeatureStore.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)` without its last step.
-
-    Feast's push writes the frame online to every view the push source feeds (here one, so one SQLite
-    transaction), then re-reads the whole registry from disk, uncached, to refresh precomputed feature
-    services, which Aisle does not define: ~50 ms of a ~60 ms event, measured on the tiny shop. So the
-    route finds the push source's views in the cached registry and writes to them itself.
-    """
-    views = [
-        view.name
-        for view in store.list_stream_feature_views(allow_cache=True)
-        if view.stream_source is not None and view.stream_source.name == PUSH_SOURCE
-    ]
-    if not views:
-        raise RuntimeError(f"no feature view is fed by the push source {PUSH_SOURCE} (run `feast apply`)")
-    for view in views:
-        store.write_to_online_store(view, frame, allow_registry_cache=True)
-
-
-def record_event(store: FeatureStore, state: RecommendState, event: Event, window_s: int) -> Session:
-    """Merge `event` into the user's online session and push the merged row (one online write)."""
+def record_event(
+    log: EventLog, store: FeatureStore, state: RecommendState, event: Event, window_s: int
+) -> tuple[Receipt, Session]:
+    """Store `event` in the log and merge it into the user's online session, in one write transaction of
+    the log (scoring/events/log.py): atomic per user across workers, on disk before the answer."""
     if event.item_id not in state.catalogue:
         raise RequestProblem(
-            422, f"`item_id` {_shown(event.item_id)} is not in the catalogue (run {state.run_id}'s items)"
+            422, f"`item_id` {shown(event.item_id)} is not in the catalogue (run {state.run_id}'s items)"
         )
-    session = Session.from_online(_online_row(store, SESSION_FEATURES, event.user_id)).merged(event, window_s)
-    push_online(store, session.frame(event.user_id))
-    return session
+    try:
+        return log.record(event, lambda: merge_into_session(store, event, window_s))
+    except EventConflict as conflict:
+        raise RequestProblem(409, str(conflict)) from None
 
 
 def _reason(state: RecommendState, pool: Pool, row: Reranked) -> str:
@@ -565,7 +499,7 @@ def recommend(
     """The answer to one `/recommend` (see the module docstring for the three paths)."""
     pool = state.pools.get(wanted.user_id)
     features = SESSION_FEATURES if pool is not None else SESSION_FEATURES + PUBLISHED_FEATURES
-    online = _online_row(store, features, wanted.user_id)
+    online = online_row(store, features, wanted.user_id)
     session = Session.from_online(online).live(_now(), window_s)
     run_id = state.run_id
     answered_from = "published"
@@ -612,6 +546,7 @@ def recommend(
 def install(app: FastAPI, settings: Settings, store: FeatureStore) -> RecommendService:
     """Add `/events` and `/recommend` to Feast's app, and load the state in each worker's lifespan."""
     service = RecommendService(settings)
+    log = EventLog(settings.event_log_path)
     policy = RerankPolicy.from_settings(settings)
     window_s = int(timedelta(hours=settings.session_window_hours).total_seconds())
 
@@ -619,20 +554,24 @@ def install(app: FastAPI, settings: Settings, store: FeatureStore) -> RecommendS
         return JSONResponse({"detail": error.detail}, status_code=error.status)
 
     async def events(request: Request) -> Response:
-        # Synchronous SQLite reads and one write on the worker's loop: ~1 ms, less than a thread hand-off.
+        # Synchronous SQLite writes on the worker's loop: the log's commit waits for the disk, and a thread
+        # hand-off would not make it shorter.
         try:
             event = parse_event(await request.body(), _now(), settings.events_max_future_s)
-            session = record_event(store, service.current(), event, window_s)
+            receipt, session = record_event(log, store, service.current(), event, window_s)
         except RequestProblem as problem:
             return answer(problem)
         except Exception as error:
             logger.exception("POST /events failed")
             return JSONResponse({"detail": f"the event was not stored: {type(error).__name__}: {error}"}, 500)
         stored = {
+            "event_id": receipt.event_id,
             "user_id": event.user_id,
             "item_id": event.item_id,
             "event_type": event.event_type,
             "event_at": event.event_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "log": {"path": str(log.path), "seq": receipt.seq, "duplicate": receipt.duplicate},
+            "session": SESSION_VIEW,
         }
         return JSONResponse({"stored": stored, "session": session.to_json()})
 

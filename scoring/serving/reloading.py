@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
-from scoring.serving.server import RequestProblem
+from scoring.serving.request_body import RequestProblem
 from scoring.settings import Settings
 
 T = TypeVar("T")

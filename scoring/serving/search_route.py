@@ -45,7 +45,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from scoring.serving.reloading import ReloadingService
-from scoring.serving.server import RequestProblem, _NonFiniteNumber, _reject_constant, _shown
+from scoring.serving.request_body import RequestProblem, json_object, shown
 from scoring.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _price(filters: dict[str, Any], name: str) -> float | None:
         return None
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise RequestProblem(
-            422, f"`filters.{name}` must be a price, a finite number >= 0, not {_shown(value)}"
+            422, f"`filters.{name}` must be a price, a finite number >= 0, not {shown(value)}"
         )
     return float(value)
 
@@ -97,12 +97,12 @@ def _filters(value: Any) -> tuple[tuple[str, ...] | None, float | None, float | 
         raise RequestProblem(
             422,
             "`filters` must be an object with any of `categories` (a list of names), `min_price` and "
-            f"`max_price`, not {_shown(value)}",
+            f"`max_price`, not {shown(value)}",
         )
     unknown = sorted(set(value) - set(FILTER_FIELDS))
     if unknown:
         raise RequestProblem(
-            422, f"unknown filter {_shown(unknown[0])}: filters are {', '.join(FILTER_FIELDS)}"
+            422, f"unknown filter {shown(unknown[0])}: filters are {', '.join(FILTER_FIELDS)}"
         )
     categories = value.get("categories")
     if categories is not None:
@@ -110,12 +110,12 @@ def _filters(value: Any) -> tuple[tuple[str, ...] | None, float | None, float | 
             raise RequestProblem(
                 422,
                 '`filters.categories` must be a non-empty list of category names, e.g. ["kitchen"], '
-                f"not {_shown(categories)} (leave it out to search every category)",
+                f"not {shown(categories)} (leave it out to search every category)",
             )
         for name in categories:
             if not isinstance(name, str) or not name.strip():
                 raise RequestProblem(
-                    422, f"`filters.categories` holds {_shown(name)}: a category is a non-empty string"
+                    422, f"`filters.categories` holds {shown(name)}: a category is a non-empty string"
                 )
         categories = tuple(name.strip() for name in categories)
     low, high = _price(value, "min_price"), _price(value, "max_price")
@@ -128,27 +128,7 @@ def _filters(value: Any) -> tuple[tuple[str, ...] | None, float | None, float | 
 
 def parse_search(body: bytes, max_query_chars: int, max_k: int, default_k: int = 10) -> SearchRequest:
     """The request in `body`, or RequestProblem (400 unreadable, 422 not a valid search) saying why."""
-    if not body.strip():
-        raise RequestProblem(400, f"the body is empty: send a JSON object such as {EXAMPLE}")
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise RequestProblem(
-            400,
-            f"the body is not UTF-8 text (byte 0x{body[error.start]:02x} at offset {error.start}): "
-            "send the query as UTF-8 JSON",
-        ) from None
-    try:
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except _NonFiniteNumber as error:
-        raise RequestProblem(400, f"{error} is not a JSON number: send finite numbers") from None
-    except (ValueError, RecursionError) as error:
-        raise RequestProblem(400, f"the body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise RequestProblem(422, f"the body must be a JSON object such as {EXAMPLE}, not {_shown(payload)}")
-    unknown = sorted(set(payload) - set(FIELDS))
-    if unknown:
-        raise RequestProblem(422, f"unknown field {_shown(unknown[0])}: a search takes {', '.join(FIELDS)}")
+    payload = json_object(body, FIELDS, EXAMPLE)
     if "query" not in payload:
         raise RequestProblem(422, f"`query` is missing: send the text the shopper typed, e.g. {EXAMPLE}")
 
@@ -163,7 +143,7 @@ def parse_search(body: bytes, max_query_chars: int, max_k: int, default_k: int =
     user_id = payload.get("user_id")
     if user_id is not None and not isinstance(user_id, str):
         raise RequestProblem(
-            422, f"`user_id` must be a string (or null for an anonymous shopper), not {_shown(user_id)}"
+            422, f"`user_id` must be a string (or null for an anonymous shopper), not {shown(user_id)}"
         )
     user_id = (user_id or "").strip() or None
 
@@ -172,7 +152,7 @@ def parse_search(body: bytes, max_query_chars: int, max_k: int, default_k: int =
         k = default_k
     elif not (isinstance(k, int) and not isinstance(k, bool)) or not 1 <= k <= max_k:
         raise RequestProblem(
-            422, f"`k` must be a whole number from 1 to {max_k} (AISLE_SEARCH_MAX_K), not {_shown(k)}"
+            422, f"`k` must be a whole number from 1 to {max_k} (AISLE_SEARCH_MAX_K), not {shown(k)}"
         )
     categories, low, high = _filters(payload.get("filters"))
     return SearchRequest(query, user_id, k, categories, low, high)

@@ -86,6 +86,7 @@ from typing import Any
 
 import requests
 
+from scoring.serving.request_body import NonFiniteNumber, RequestProblem, reject_constant, shown
 from scoring.settings import FEATURE_REPO, Settings
 
 REGISTRY_TTL_SEC = 60
@@ -115,33 +116,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class RequestProblem(Exception):
-    """A request refused before it reaches Feast: an HTTP status and the message for `detail`."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-class _NonFiniteNumber(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFiniteNumber(name)
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
-
-
 def check_lookup(body: bytes, max_entities: int) -> None:
     """Raise RequestProblem for a `/get-online-features` body Feast would fail on, or that is over the cap."""
     try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except _NonFiniteNumber as error:
+        payload = json.loads(body, parse_constant=reject_constant)
+    except NonFiniteNumber as error:
         raise RequestProblem(422, f"{error} is not a JSON number: send finite numbers or strings") from None
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RequestProblem(422, f"the body is not valid JSON: {error}") from None
@@ -172,7 +151,7 @@ def check_lookup(body: bytes, max_entities: int) -> None:
         for value in values:
             if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
                 raise RequestProblem(
-                    422, f"`entities.{key}` holds {_shown(value)}: an entity value is a string or an integer"
+                    422, f"`entities.{key}` holds {shown(value)}: an entity value is a string or an integer"
                 )
     service, features = payload.get("feature_service"), payload.get("features")
     if service is not None:
@@ -188,7 +167,7 @@ def check_lookup(body: bytes, max_entities: int) -> None:
         for reference in features:
             if not isinstance(reference, str) or ":" not in reference:
                 raise RequestProblem(
-                    422, f"feature reference {_shown(reference)} must read '<feature_view>:<feature>'"
+                    422, f"feature reference {shown(reference)} must read '<feature_view>:<feature>'"
                 )
 
 

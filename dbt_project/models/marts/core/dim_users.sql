@@ -39,11 +39,23 @@ registered as (
 
 ),
 
+-- Shoppers with clean events whom the users file does not list yet: someone who signed up and browsed
+-- (through POST /events, say) after the last users export. Without them their sessions would have no user.
+browsers as (
+
+    select distinct user_id
+    from {{ ref('int_events_clean') }}
+    where user_id is not null
+
+),
+
 all_users as (
 
     select user_id from registered
     union
     select user_id from purchases
+    union
+    select user_id from browsers
 
 )
 
