@@ -76,7 +76,7 @@ serve: install
 
 # Every tier, as CI runs it (.ci/run); the tiers are pytest markers (pyproject.toml, tests/conftest.py).
 test: install spark browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 # The unit tier only: in process, nothing built, no server, browser or real data (under a minute).
 test-fast: install

@@ -156,7 +156,7 @@ def test_adapter_on_the_real_file(home_depot_zip, tmp_path):
 
 @pytest.mark.slow
 def test_quick_evaluation_on_a_slice_of_the_real_file(home_depot_zip, tmp_path):
-    from scoring.evaluation.search import evaluate, evaluation_settings
+    from scoring.evaluation.search import evaluate, evaluation_settings, table_frame
     from scoring.evaluation.search_plots import write_html
     from tests.conftest import tiny_settings
 
@@ -186,7 +186,7 @@ def test_quick_evaluation_on_a_slice_of_the_real_file(home_depot_zip, tmp_path):
     assert report["split"]["training_log_route"].startswith("dbt warehouse")
     assert report["finetune"]["steps"] == 4
     json.dumps(report)
-    page = write_html(report, tmp_path / "search_evaluation.html")
+    page = write_html(report, table_frame(report), tmp_path / "search_evaluation.html")
     assert "Aisle search evaluation" in page.read_text()
     # the second run reads the zero-shot embeddings from the cache
     assert any((tmp_path / "cache").glob("items-*.npy"))

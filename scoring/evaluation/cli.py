@@ -23,7 +23,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from scoring.evaluation import peers, run_scores, shops
+from scoring.evaluation import peers, run_scores, shops, tuning
 from scoring.evaluation.plots import write_html
 from scoring.evaluation.protocol import (
     TARGET_RATIO,
@@ -75,7 +75,7 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
         "zero_shot_minilm_mean_history": lambda: peers.zero_shot_mean_history(split_, base_model),
     }
     results = {name: table(fn()) for name, fn in simple.items()}
-    tuned = peers.tuned_peers(split_, K, settings.evaluation_validation_days)
+    tuned = tuning.tuned_peers(split_, K, settings.evaluation_validation_days)
     results |= {name: table(scores) for name, (scores, _) in tuned.items()}
     own = {
         "two_tower_zero_shot": lambda: run_scores.two_tower_zero_shot(run_dir, split_, base_model),

@@ -10,7 +10,6 @@ import pandas as pd
 
 from retrieval import candidates as cand
 from retrieval import item_models
-from scoring.evaluation import tuning
 from scoring.evaluation.protocol import Split, user_item_matrix
 
 
@@ -87,18 +86,7 @@ def tifu_knn(split: Split, params: item_models.TifuParams) -> np.ndarray:
     return item_models.tifu_scores(vectors, pd.Index(everyone).get_indexer(split.users), params)
 
 
-def tuned_peers(split: Split, k: int, validation_days: int) -> dict[str, tuple[np.ndarray, dict]]:
-    """EASE, time-decayed repurchase and TIFU-KNN, each with the knobs that did best on a validation window
-    carved from the end of the train window (scoring/evaluation/tuning.py), refitted on the whole train
-    window: the test window is never read to choose anything."""
-    validation = tuning.validation_split(split, validation_days)
-    out = {}
-    for name, (fit, grid) in PEER_GRIDS.items():
-        params, _ = tuning.choose(fit, grid, validation, k)
-        out[name] = (fit(split, params), tuning.describe(params))
-    return out
-
-
+# Each tuned peer's fit and the grid its knobs are chosen from (scoring/evaluation/tuning.py).
 PEER_GRIDS = {
     "ease": (ease, [50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]),
     "decayed_repurchase": (decayed_repurchase, [7.0, 14.0, 30.0, 60.0, 120.0, 240.0, 480.0]),

@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "search_evaluation.json").write_text(json.dumps(report, indent=2))
     print_table(report)
-    page = write_html(report, args.out / "search_evaluation.html")
+    page = write_html(report, table_frame(report), args.out / "search_evaluation.html")
     console.print(
         f"wrote {args.out / 'search_evaluation.json'} and {page} in {report['timings_s']['total']:.0f} s"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from scoring.reports.page import render_page, table
@@ -66,10 +67,9 @@ def figures(report: dict) -> list[go.Figure]:
     return out
 
 
-def write_html(report: dict, out: Path) -> Path:
-    """Write the self-contained page and return its path."""
-    from scoring.evaluation.search import table_frame
-
+def write_html(report: dict, summary: pd.DataFrame, out: Path) -> Path:
+    """Write the self-contained page, with `summary` (the evaluation's method x metric table) as its
+    table, and return its path."""
     split, target = report["split"], report["target"]
     ratio = target["aisle_over_best_peer_ndcg"]
     intro = (
@@ -79,7 +79,7 @@ def write_html(report: dict, out: Path) -> Path:
         f"search log ({html.escape(split['training_log_route'])}).</p>"
         f"<p>Aisle over the best peer ({html.escape(target['best_peer'])}), NDCG@10: "
         f"<b>{ratio['value']:.3f}</b> [{ratio['ci_low']:.3f}, {ratio['ci_high']:.3f}] "
-        f"(goal {target['goal']}).</p>" + table(table_frame(report))
+        f"(goal {target['goal']}).</p>" + table(summary)
     )
     protocol = "".join(
         f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in report["protocol"].items()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scoring.evaluation import peers
 from scoring.evaluation.protocol import Split, per_user_metrics, split
 
 
@@ -51,9 +52,19 @@ def tune_on_window(lines: pd.DataFrame, cut: pd.Timestamp, k: int) -> dict[str, 
     """The scoring run's own tuning of its peer-model sources: each peer's grid (peers.PEER_GRIDS) scored
     on the label window (purchases from `cut` on, users active on both sides), the winners returned by
     peer name. Returns {} when the window has no such user."""
-    from scoring.evaluation import peers
-
     window = split(lines, cut=str(cut))
     if not len(window.users):
         return {}
     return {name: choose(fit, grid, window, k)[0] for name, (fit, grid) in peers.PEER_GRIDS.items()}
+
+
+def tuned_peers(split: Split, k: int, validation_days: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """EASE, time-decayed repurchase and TIFU-KNN, each with the knobs that did best on a validation window
+    carved from the end of the train window (validation_split), refitted on the whole train
+    window: the test window is never read to choose anything."""
+    validation = validation_split(split, validation_days)
+    out = {}
+    for name, (fit, grid) in peers.PEER_GRIDS.items():
+        params, _ = choose(fit, grid, validation, k)
+        out[name] = (fit(split, params), describe(params))
+    return out

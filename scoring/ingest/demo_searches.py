@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from scoring.ingest import demo_shop as shop
+from scoring.ingest import demo_parts as parts
 
 COLUMNS: tuple[str, ...] = ("search_id", "user_id", "query", "searched_at", "item_id", "action", "position")
 ACTIONS: tuple[str, ...] = ("none", "click", "cart", "purchase")
@@ -224,11 +224,11 @@ def _typed(query: str, u: np.ndarray) -> str:
 class _Describer:
     """Queries for items: a product type name, sometimes with the item's colour and/or material."""
 
-    def __init__(self, cat: shop._Catalogue) -> None:
-        types = shop._product_types()
+    def __init__(self, cat: parts._Catalogue) -> None:
+        types = parts._product_types()
         self.cat = cat
-        self.materials = [m.lower() for m in shop._materials()]
-        self.colours = [c.lower().replace(" & ", " and ") for c in shop.COLOURS]
+        self.materials = [m.lower() for m in parts._materials()]
+        self.colours = [c.lower().replace(" & ", " and ") for c in parts.COLOURS]
         # The product type of each item, from its title's ending (titles end with the type name).
         names = sorted((t[1] for t in types), key=len, reverse=True)
         self.item_type = [next(n for n in names if title.endswith(n)) for title in cat.titles]
@@ -294,9 +294,9 @@ def _queries(
 def _known_searches(
     rng: np.random.Generator,
     describer: _Describer,
-    users: shop._Users,
-    cat: shop._Catalogue,
-    steps: shop.Steps,
+    users: parts._Users,
+    cat: parts._Catalogue,
+    steps: parts.Steps,
 ) -> _Log:
     """Searches of logged-in shoppers: before a share of their views (acted on) or with no action."""
     u = rng.random(len(steps))
@@ -320,7 +320,7 @@ def _known_searches(
 
     # No-click searches look in the session's category, as the shopper's taste would.
     idle_user = steps.user[idle]
-    looked_for = shop._sample_in_groups(
+    looked_for = parts._sample_in_groups(
         rng, steps.category[idle], lambda c: cat.popularity * (cat.category == c)
     )
     typed, clean = _queries(
@@ -345,10 +345,10 @@ def _known_searches(
 
 
 def _anonymous_searches(
-    rng: np.random.Generator, describer: _Describer, cat: shop._Catalogue, n: int, start_s: int, end_s: int
+    rng: np.random.Generator, describer: _Describer, cat: parts._Catalogue, n: int, start_s: int, end_s: int
 ) -> _Log:
     """Visitors who are not logged in: popular items, clicks or nothing, at any time."""
-    items = rng.choice(len(cat.popularity), n, p=shop._normalised(cat.popularity))
+    items = rng.choice(len(cat.popularity), n, p=parts._normalised(cat.popularity))
     clicked = rng.random(n) < ANONYMOUS_CLICK_RATE
     no_taste = np.full(n, -1)
     off = ~clicked & (rng.random(n) < OFF_CATALOGUE_SHARE)
@@ -371,7 +371,7 @@ def _bot_searches(
     queries = [f"{colour} {names[0]}" for names in TYPE_NAMES.values() for colour in ("", *describer.colours)]
     queries = [q.strip() for q in queries]
     spacing_max = max(1, min(8, 70_000 // max(1, n)))
-    day_start = start_s + (days // 2) * shop.DAY + BOT_START_S + int(rng.integers(0, 1800))
+    day_start = start_s + (days // 2) * parts.DAY + BOT_START_S + int(rng.integers(0, 1800))
     ts = day_start + np.cumsum(rng.integers(0 if spacing_max == 1 else 1, spacing_max + 1, n))
     typed = [queries[j % len(queries)] for j in range(n)]
     return _Log(
@@ -428,7 +428,7 @@ def _inject(
     rng: np.random.Generator,
     log: _Log,
     is_bot: np.ndarray,
-    cat: shop._Catalogue,
+    cat: parts._Catalogue,
     contacts: tuple[list[str], list[str]],
     n_users: int,
     n_items: int,
@@ -436,7 +436,7 @@ def _inject(
 ) -> list[tuple[np.ndarray, str, str, str]]:
     """Write the defects into the log in place; return what was chosen, per search."""
     d = _SearchDefects(is_bot.copy(), [], rng)
-    k = shop._defect_count(rate, int((~is_bot).sum()))
+    k = parts._defect_count(rate, int((~is_bot).sum()))
     everyone = np.arange(len(log))
 
     rows = d.pick(everyone[log.depth > 0], k)
@@ -487,19 +487,19 @@ def _inject(
 
 @dataclass(frozen=True)
 class SearchLog:
-    """What generate writes: the raw table, its defects (in demo_shop's form), the query truth, stats."""
+    """What generate writes: the raw table, its defects (in demo_parts' form), the query truth, stats."""
 
     table: pa.Table
-    defects: shop._Defects
+    defects: parts._Defects
     clean_queries: pa.Table
     stats: dict
 
 
 def searches(
     seed: int,
-    cat: shop._Catalogue,
-    users: shop._Users,
-    steps: shop.Steps,
+    cat: parts._Catalogue,
+    users: parts._Users,
+    steps: parts.Steps,
     contacts: tuple[list[str], list[str]],
     start_s: int,
     end_s: int,
@@ -510,7 +510,7 @@ def searches(
     rng = np.random.default_rng([seed, 10])
     describer = _Describer(cat)
     n_users, n_items = len(users.signup_s), len(cat.titles)
-    days = (end_s - start_s) // shop.DAY
+    days = (end_s - start_s) // parts.DAY
     known = _known_searches(rng, describer, users, cat, steps)
     n_anonymous = round(len(known) * ANONYMOUS_SHARE / (1 - ANONYMOUS_SHARE))
     anonymous = _anonymous_searches(rng, describer, cat, n_anonymous, start_s, end_s)
@@ -529,19 +529,19 @@ def searches(
     first_row = np.cumsum(n_rows_of) - n_rows_of
     step = 1 + np.arange(len(search_of_row)) - first_row[search_of_row]
     action = np.where(log.depth[search_of_row] == 0, 0, step)
-    id_width = shop._id_width(7, len(log))
+    id_width = parts._id_width(7, len(log))
     table = pa.table(
         {
-            "search_id": shop._ids("S", search_of_row + 1, id_width),
-            "user_id": shop._ids("U", log.user[search_of_row], widths["user"]),
+            "search_id": parts._ids("S", search_of_row + 1, id_width),
+            "user_id": parts._ids("U", log.user[search_of_row], widths["user"]),
             "query": pa.array([log.query[i] for i in search_of_row], pa.string()),
-            "searched_at": shop._timestamps(log.ts[search_of_row]),
-            "item_id": shop._ids("I", np.where(action == 0, -1, log.item[search_of_row]), widths["item"]),
-            "action": shop._pick_from(ACTIONS, action),
-            "position": shop._integers(np.where(action == 0, -1, log.position[search_of_row])),
+            "searched_at": parts._timestamps(log.ts[search_of_row]),
+            "item_id": parts._ids("I", np.where(action == 0, -1, log.item[search_of_row]), widths["item"]),
+            "action": parts._pick_from(ACTIONS, action),
+            "position": parts._integers(np.where(action == 0, -1, log.position[search_of_row])),
         }
     )
-    defects = shop._Defects.new("searches", len(search_of_row), rng)
+    defects = parts._Defects.new("searches", len(search_of_row), rng)
     for chosen_searches, defect, column, expected in chosen:
         rows = np.flatnonzero(np.isin(search_of_row, chosen_searches))
         if len(rows):
@@ -568,12 +568,12 @@ def _stats(
         counts[clean[i]] = counts.get(clean[i], 0) + 1
     ranked = sorted(counts.values(), reverse=True)
     known = real[log.user[real] >= 0]
-    per_day = np.unique(log.user[known] * 100_000 + log.ts[known] // shop.DAY, return_counts=True)[1]
+    per_day = np.unique(log.user[known] * 100_000 + log.ts[known] // parts.DAY, return_counts=True)[1]
     # The most searches of one shopper in any 24 hours: per search, the same shopper's searches in the
     # next 24 hours (the key orders by shopper, then time).
     key = np.sort(log.user[known] * 10**12 + log.ts[known])
-    in_a_day = np.searchsorted(key, key + shop.DAY, side="left") - np.arange(len(key))
-    bot_days = np.unique(log.ts[is_bot] // shop.DAY)
+    in_a_day = np.searchsorted(key, key + parts.DAY, side="left") - np.arange(len(key))
+    bot_days = np.unique(log.ts[is_bot] // parts.DAY)
     return {
         "searches": len(log),
         "rows": len(action),
