@@ -283,6 +283,12 @@ class Settings(BaseSettings):
     )
     # Live search (POST /search, scoring/serving/search_route.py).
     search_max_k: int = Field(100, ge=1, description="Most results one POST /search may ask for (`k`).")
+    search_query_cache_size: int = Field(
+        10_000,
+        ge=0,
+        description="Query vectors each server worker keeps (least recently used go first): a tail query "
+        "searched again skips the encoder, most of a live search's time; 1.5 kB each. 0 turns it off.",
+    )
     search_reload_interval_s: float = Field(
         1.0, gt=0, description="How often each server worker checks for a newly published run to load."
     )

@@ -321,6 +321,29 @@ def test_engine_answers_head_queries_from_the_publication_and_tail_queries_live(
         engine.search("   ")
 
 
+def test_a_repeated_tail_query_reuses_its_vector_and_answers_the_same(scored_workspace) -> None:
+    settings, _ = scored_workspace
+    engine = SearchEngine.load(settings)
+    run = engine._loaded()
+    first = engine.search("Green linen cushion for sofa", k=10)
+    assert first.source == "live"
+    before = run.query_vector.cache_info()
+    again = engine.search("  green LINEN cushion for sofa", k=10)  # the same normalised query
+    after = run.query_vector.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    assert [(i.item_id, i.score) for i in again.items] == [(i.item_id, i.score) for i in first.items]
+    # A cached vector is the encoder's own, and no caller can change it.
+    vector = run.query_vector(first.normalised_query)
+    np.testing.assert_array_equal(vector, sf.encode(run.model, [first.normalised_query])[0])
+    with pytest.raises(ValueError, match="read-only"):
+        vector[0] = 0.0
+    off = SearchEngine.load(settings.model_copy(update={"search_query_cache_size": 0}))
+    assert not hasattr(off._loaded().query_vector, "cache_info")
+    assert [i.item_id for i in off.search("Green linen cushion for sofa", k=10).items] == [
+        i.item_id for i in first.items
+    ]
+
+
 def test_a_known_shopper_gets_the_head_list_reranked_with_their_features(scored_workspace) -> None:
     settings, _ = scored_workspace
     engine = SearchEngine.load(settings)

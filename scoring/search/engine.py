@@ -10,7 +10,9 @@ two ways:
   so this costs one online read and one LightGBM pass over about a hundred rows). A filtered request, or
   one for more items than were published, is answered live.
 - **Tail queries** are answered live: normalise -> encode with the run's fine-tuned model -> the hybrid
-  retriever (BM25 + FAISS, fused) -> features -> the run's search ranker -> top k.
+  retriever (BM25 + FAISS, fused) -> features -> the run's search ranker -> top k. The encoding, most of
+  a live search's time, is kept per normalised query (the last `search_query_cache_size`, per worker and
+  run), so a tail query searched again skips it.
 
 Where each feature comes from at request time: item-level ones (item search statistics, popularity,
 price, category) and query x item statistics are read from the marts once at load, as the online store
@@ -29,8 +31,10 @@ assignment, so a search running meanwhile finishes on the old ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +154,7 @@ class _Run:
     popular: np.ndarray
     head: dict[str, _Head]
     published_from: str
+    query_vector: Callable[[str], np.ndarray]  # the encoder's vector of a normalised query, cached (LRU)
 
 
 class SearchEngine:
@@ -245,8 +250,7 @@ class SearchEngine:
         query_stats, recent = self._online(normalised, (user_id or "").strip() or None, with_query=True)
         if not via_frame:
             return self._rank(run, normalised, query_stats, recent, None).frame(normalised)
-        vector = sf.encode(run.model, [normalised])
-        found = run.retriever.retrieve(normalised, vector[0], self.settings.search_pool)
+        found = run.retriever.retrieve(normalised, run.query_vector(normalised), self.settings.search_pool)
         corrected = sf.corrected_query(run.retriever, normalised)
         ranked = self._scored_frame(run, normalised, corrected, found, query_stats, recent)
         return ranked.frame(normalised)
@@ -292,8 +296,7 @@ class SearchEngine:
         recent: list[str] | None,
         filters: Filters | None,
     ) -> _Ranked:
-        vector = sf.encode(run.model, [query])
-        found = run.retriever.retrieve(query, vector[0], self.settings.search_pool, filters)
+        found = run.retriever.retrieve(query, run.query_vector(query), self.settings.search_pool, filters)
         corrected = sf.corrected_query(run.retriever, query)
         if run.live is not None:
             rows, features = run.live.arrays(query, corrected, found, query_stats, recent)
@@ -453,7 +456,21 @@ def _load_run(settings: Settings, run_dir: Path, published: bool | None) -> _Run
         popular=popular,
         head=head,
         published_from=published_from,
+        query_vector=_query_vectors(model, settings.search_query_cache_size),
     )
+
+
+def _query_vectors(model: Any, size: int) -> Callable[[str], np.ndarray]:
+    """A normalised query's vector from the run's encoder, one query at a time (as every live search
+    encodes it, so a cached vector is the one a fresh encoding gives), the last `size` kept per run: a
+    repeated tail query skips the encoder, most of a live search's time. Cached vectors are read-only."""
+
+    def vector(query: str) -> np.ndarray:
+        encoded = sf.encode(model, [query])[0]
+        encoded.setflags(write=False)
+        return encoded
+
+    return functools.lru_cache(maxsize=size)(vector) if size else vector
 
 
 def _load_head(

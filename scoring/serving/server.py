@@ -413,6 +413,7 @@ def serve_environ(settings: Settings) -> dict[str, str]:
         "AISLE_SERVE_TORCH_THREADS": str(settings.serve_torch_threads),
         "AISLE_SEARCH_MAX_K": str(settings.search_max_k),
         "AISLE_SEARCH_RELOAD_INTERVAL_S": str(settings.search_reload_interval_s),
+        "AISLE_SEARCH_QUERY_CACHE_SIZE": str(settings.search_query_cache_size),
         "AISLE_TOP_N": str(settings.top_n),
         "AISLE_EVENTS_MAX_FUTURE_S": str(settings.events_max_future_s),
         "AISLE_RECOMMEND_MAX_K": str(settings.recommend_max_k),
