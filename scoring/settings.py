@@ -466,6 +466,11 @@ class Settings(BaseSettings):
         return self.data_dir / "aisle.lock"
 
     @property
+    def session_window_s(self) -> int:
+        """`session_window_hours` in seconds: how the session merge and its TTL compare unix times."""
+        return self.session_window_hours * 3600
+
+    @property
     def event_log_path(self) -> Path:
         """The server's log of accepted events (scoring/events/log.py), sealed into raw data by builds."""
         return self.data_dir / "events" / "events.db"

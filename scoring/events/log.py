@@ -169,6 +169,7 @@ class EventLog:
         return pd.DataFrame(rows, columns=["seq", *COLUMNS], dtype=object)
 
     def count(self) -> int:
+        """How many events the log holds."""
         return int(self._connect().execute("select count(*) from events").fetchone()[0])
 
     def seal(self, raw_dir: Path, fmt: str, day: dt.date) -> Path | None:

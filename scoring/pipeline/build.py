@@ -83,11 +83,10 @@ def _replay_served_events(settings: Settings, fs: FeatureStore, log: EventLog) -
     log into raw data: the marts cannot hold them, and the swap would otherwise drop them from the live
     sessions until the next build. Only events still inside the session window can show in a session.
     Returns how many were merged."""
-    window_s = settings.session_window_hours * 3600
-    since = datetime.now(UTC) - timedelta(seconds=window_s)
+    since = datetime.now(UTC) - timedelta(seconds=settings.session_window_s)
     events = [e for e in log.unsealed(settings.resolved_raw_path) if e.event_at >= since]
     for event in events:
-        merge_into_session(fs, event, window_s)
+        merge_into_session(fs, event, settings.session_window_s)
     return len(events)
 
 

@@ -62,7 +62,7 @@ import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -548,7 +548,7 @@ def install(app: FastAPI, settings: Settings, store: FeatureStore) -> RecommendS
     service = RecommendService(settings)
     log = EventLog(settings.event_log_path)
     policy = RerankPolicy.from_settings(settings)
-    window_s = int(timedelta(hours=settings.session_window_hours).total_seconds())
+    window_s = settings.session_window_s
 
     def answer(error: RequestProblem) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=error.status)
