@@ -44,7 +44,7 @@ class Budget:
     popular_days: int = 30
     half_life_days: float = 90.0
     ease_lambda: float = 200.0
-    ease_max_items: int = 20_000
+    ease_max_items: int = 5_000
     tifu: item_models.TifuParams = item_models.TifuParams()
 
 
@@ -252,11 +252,9 @@ def generate(
     tifu = np.zeros((len(user_ids), len(item_ids)), dtype=np.float32)
     known = rows >= 0
     tifu[known] = item_models.tifu_scores(tifu_vectors, rows[known], budget.tifu)
-    if len(item_ids) <= budget.ease_max_items:
-        weights = item_models.ease_weights(everyone_binary, budget.ease_lambda)
-        ease = item_models.ease_scores(binary, weights)
-    else:
-        ease = np.zeros((len(user_ids), len(item_ids)), dtype=np.float32)
+    (ease,) = item_models.ease_grid_scores(
+        everyone_binary, binary, [budget.ease_lambda], budget.ease_max_items
+    )
     frames = [
         embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k),
         repeat(before[before["user_id"].isin(set(user_ids))], as_of, budget.half_life_days),

@@ -2,8 +2,8 @@
 used twice: as peers in the offline evaluation and as candidate sources and ranker features of Aisle.
 
 - EASE (Steck, WWW 2019): a closed-form item-item model, B = I - P diagMat(1 / diag(P)) with
-  P = (X'X + lambda I)^-1, scores = X B. Strong on novel items; dense items x items, so it is fitted only
-  where the catalogue fits in memory (`max_items`).
+  P = (X'X + lambda I)^-1, scores = X B. Strong on novel items; dense items x items and cubic to fit, so
+  it is fitted on the catalogue's most-bought items (`max_items`), the head that has the co-purchases.
 - Time-decayed repurchase: each past purchase of an item counts 2^(-age / half_life). The reorder signal
   that dominates gift and grocery shops.
 - TIFU-KNN (Hu et al., SIGIR 2020), for next-basket data: a user is the time-decayed mean of their basket
@@ -16,6 +16,7 @@ the order, or the purchase time where there is no order id).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +28,15 @@ from retrieval.ordering import top_k_rows
 DAY = 86_400.0
 
 
-def ease_weights(binary: sp.csr_matrix, lam: float) -> np.ndarray:
-    """EASE's item x item weights from a users x items 0/1 matrix (zero diagonal)."""
-    gram = (binary.T @ binary).toarray().astype(np.float64)
+def item_gram(binary: sp.csr_matrix) -> np.ndarray:
+    """X'X of a users x items 0/1 matrix, dense float64: EASE's one pass over the purchases, shared by
+    every lambda of a tuning grid."""
+    return (binary.T @ binary).toarray().astype(np.float64)
+
+
+def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item x item weights from the item gram (zero diagonal); `gram` is left as it was."""
+    gram = gram.copy()
     gram[np.diag_indices_from(gram)] += lam
     precision = np.linalg.inv(gram)
     weights = -precision / np.diag(precision)
@@ -40,6 +47,40 @@ def ease_weights(binary: sp.csr_matrix, lam: float) -> np.ndarray:
 def ease_scores(binary: sp.csr_matrix, weights: np.ndarray) -> np.ndarray:
     """Users x items EASE scores for the users (rows) of `binary`."""
     return np.asarray(binary @ weights, dtype=np.float32)
+
+
+def ease_head(binary: sp.csr_matrix, max_items: int | None) -> np.ndarray:
+    """The item positions EASE is fitted on: every item when there are at most `max_items` (None: no
+    bound), else the `max_items` with the most buyers, ties to the smaller position. Its inversion is
+    cubic in its items (a 13,876-item grocery catalogue took minutes per lambda on 2 cores), while the
+    long tail it drops has too few buyers for item-item weights to mean much."""
+    n_items = binary.shape[1]
+    if max_items is None or n_items <= max_items:
+        return np.arange(n_items)
+    buyers = np.asarray(binary.getnnz(axis=0))
+    return np.sort(np.lexsort((np.arange(n_items), -buyers))[:max_items])
+
+
+def ease_grid_scores(
+    everyone: sp.csr_matrix, users: sp.csr_matrix, lams: Sequence[float], max_items: int | None
+) -> Iterator[np.ndarray]:
+    """Users x items EASE scores of the `users` rows for each lambda, fitted on `everyone`'s purchases
+    over the item head (`ease_head`; the other items score 0), with one gram for the whole grid."""
+    head = ease_head(everyone, max_items)
+    whole = len(head) == everyone.shape[1]
+    gram = item_gram(everyone if whole else everyone[:, head])
+    mine = users if whole else users[:, head]
+    for lam in lams:
+        scores = ease_scores(mine, ease_weights(gram, lam))
+        if not whole:
+            scores = _widen(scores, head, users.shape[1])
+        yield scores
+
+
+def _widen(scores: np.ndarray, columns: np.ndarray, width: int) -> np.ndarray:
+    out = np.zeros((scores.shape[0], width), dtype=scores.dtype)
+    out[:, columns] = scores
+    return out
 
 
 def decayed_counts(
@@ -99,13 +140,19 @@ def tifu_user_vectors(
     return vectors.toarray()
 
 
-def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch: int = 1024) -> np.ndarray:
-    """TIFU-KNN scores for the users at `rows` of `vectors` (all users are candidate neighbours; a user is
-    never their own neighbour)."""
+def tifu_neighbour_means(
+    vectors: np.ndarray, rows: np.ndarray, neighbours: Sequence[int], batch: int = 1024
+) -> dict[int, np.ndarray]:
+    """For each count n of `neighbours`, the mean vector of the n users most similar to each user at
+    `rows` of `vectors` (all users are candidates; a user is never their own neighbour). One similarity
+    pass serves every n: the n best are the first n of the largest count's best, in the shared order."""
     norms = np.linalg.norm(vectors, axis=1)
     unit = (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float64)
-    k = min(params.neighbours, len(vectors) - 1)
-    out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+    counts = {n: min(n, len(vectors) - 1) for n in neighbours}
+    widest = max(counts.values(), default=0)
+    out = {n: np.zeros((len(rows), vectors.shape[1]), dtype=np.float32) for n in counts}
+    if widest <= 0:
+        return out
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         # A user's neighbours and their mean must not depend on which users share the batch (an update
@@ -114,10 +161,11 @@ def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch
         # row), summed in row order.
         similarity = unit[chunk] @ unit.T
         similarity[np.arange(len(chunk)), chunk] = -np.inf
-        if k <= 0:
-            neighbour_mean = np.zeros((len(chunk), vectors.shape[1]), dtype=np.float32)
-        else:
-            nearest = np.sort(top_k_rows(similarity, k)[0], axis=1)
+        best = top_k_rows(similarity, widest)[0]
+        for n, k in counts.items():
+            if k <= 0:
+                continue
+            nearest = np.sort(best[:, :k], axis=1)
             pick = sp.csr_matrix(
                 (
                     np.full(nearest.size, 1.0 / k, dtype=np.float32),
@@ -126,6 +174,16 @@ def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch
                 ),
                 shape=(len(chunk), len(vectors)),
             )
-            neighbour_mean = pick @ vectors
-        out[start : start + len(chunk)] = params.alpha * vectors[chunk] + (1 - params.alpha) * neighbour_mean
+            out[n][start : start + len(chunk)] = pick @ vectors
     return out
+
+
+def tifu_blend(own: np.ndarray, neighbour_mean: np.ndarray, alpha: float) -> np.ndarray:
+    """TIFU-KNN's prediction: the user's own vector weighted alpha, the neighbours' mean the rest."""
+    return alpha * own + (1 - alpha) * neighbour_mean
+
+
+def tifu_scores(vectors: np.ndarray, rows: np.ndarray, params: TifuParams, batch: int = 1024) -> np.ndarray:
+    """TIFU-KNN scores for the users at `rows` of `vectors`."""
+    means = tifu_neighbour_means(vectors, rows, [params.neighbours], batch)
+    return tifu_blend(vectors[rows], means[params.neighbours], params.alpha)

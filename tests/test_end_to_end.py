@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,6 +78,21 @@ def test_fine_tuning_loss_went_down_and_the_manifest_records_the_run(scored_work
         "candidates.parquet",
     ):
         assert (run_dir / name).exists(), name
+
+
+def test_each_distinct_user_history_is_embedded_once_and_shared(scored_workspace) -> None:
+    _, run_dir = scored_workspace
+    embed = json.loads((run_dir / "manifest.json").read_text())["stages"]["embed"]
+    now, then = (pd.read_parquet(run_dir / f"{name}.parquet") for name in ("users", "users_label"))
+    assert embed["distinct_user_texts"] == pd.concat([now["query"], then["query"]]).nunique()
+    # Fine-tuning's held-out measure encoded item texts with the run's model: the embed stage read them.
+    assert 0 < embed["item_texts_cached"] <= embed["items"]
+    vectors = {name: np.load(run_dir / f"{name}_embeddings.npy") for name in ("users", "users_label")}
+    assert len(vectors["users"]) == len(now) and len(vectors["users_label"]) == len(then)
+    # A shopper who bought nothing in the label window has one text at both times, and one vector.
+    same = now.reset_index().merge(then.reset_index(), on=["user_id", "query"], suffixes=("_now", "_then"))
+    assert len(same) > 0
+    assert np.array_equal(vectors["users"][same["index_now"]], vectors["users_label"][same["index_then"]])
 
 
 def test_training_pairs_never_see_the_purchase_they_predict(scored_workspace) -> None:
@@ -159,6 +175,14 @@ def test_second_run_in_a_row_succeeds_and_republishes(scored_workspace) -> None:
     assert (settings.runs_dir / "current").resolve() == second_run.resolve()
     lists = pd.read_parquet(settings.published_dir / "user_recommendations.parquet")
     assert set(lists["run_id"]) == {second_run.name}
+    # The same purchases a moment later: the first run's tuned source knobs, reused untuned.
+    first, second = (
+        json.loads((run / "manifest.json").read_text())["stages"]["candidates"]
+        for run in (first_run, second_run)
+    )
+    assert first["tuning"]["tuned"] and first["tuning"]["reused_from"] is None
+    assert second["tuning"]["reused_from"] == first_run.name and not second["tuning"]["tuned"]
+    assert second["source_knobs"] == first["source_knobs"]
 
 
 def test_validation_rejects_short_or_unknown_lists() -> None:

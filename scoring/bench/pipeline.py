@@ -14,7 +14,9 @@ asserted in tests.
   first /recommend answer that reflects it): scoring/bench/serving.py's real-time part
   (reports/bench_realtime.json);
 - on Online Retail, the last day through `make update` against a full `make score` of the same data,
-  wall time and peak memory: scoring/bench/update.py (reports/bench_update.json).
+  wall time and peak memory: scoring/bench/update.py (reports/bench_update.json);
+- `make score` on a 50,000-item grocery demo shop, two nights, each night's stage profile and peak
+  memory: scoring/bench/catalogue.py (reports/bench_catalogue.json).
 
 Results go to reports/bench.json (the real-time and update figures too). Sizes can be reduced with
 --quick; `--only` runs some parts alone (`python -m scoring bench --only recommend update`), and their
@@ -30,6 +32,7 @@ import time
 
 import numpy as np
 
+from scoring.bench import catalogue as bench_catalogue
 from scoring.bench import search as bench_search
 from scoring.bench import serving as bench_serving
 from scoring.bench import update as bench_update
@@ -126,7 +129,7 @@ def bench_dbt(base: Settings, users: list[int], engines: list[str]) -> list[dict
     return rows
 
 
-PARTS = ("embedding", "retrieval", "dbt", "lookups", "search", "recommend", "update")
+PARTS = ("embedding", "retrieval", "dbt", "lookups", "search", "recommend", "update", "catalogue")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         choices=PARTS,
         default=list(PARTS),
         help="run these parts alone (lookups: Feast over HTTP; recommend: /recommend and freshness; "
-        "update: make update against make score on Online Retail)",
+        "update: make update against make score on Online Retail; catalogue: make score on a "
+        "50,000-item demo)",
     )
     parser.add_argument(
         "--update-reference",
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     if "update" in args.only:
         print("make update against make score on Online Retail ...")
         results["update"] = bench_update.run("online_retail", args.update_reference)
+    if "catalogue" in args.only:
+        print("make score on a 50,000-item demo shop ...")
+        results["catalogue"] = bench_catalogue.run(5_000 if args.quick else 50_000, nights=2)
     out = ROOT / "reports"
     out.mkdir(exist_ok=True)
     if set(args.only) != set(PARTS) and (out / "bench.json").exists():

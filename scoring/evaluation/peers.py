@@ -5,6 +5,9 @@ cheap peers tuned on validation: EASE, time-decayed repurchase and TIFU-KNN (ret
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -72,18 +75,56 @@ def decayed_repurchase(split: Split, half_life_days: float) -> np.ndarray:
 
 
 def ease(split: Split, lam: float) -> np.ndarray:
-    """EASE fitted on every train user's 0/1 purchases, scored for the evaluated users."""
+    """EASE fitted on every train user's 0/1 purchases over all items, scored for the evaluated users."""
+    (scores,) = _ease_grid(split, [lam], None)
+    return scores
+
+
+def _ease_grid(split: Split, lams: Sequence[float], max_items: int | None) -> Iterator[np.ndarray]:
     everyone = np.array(sorted(split.train["user_id"].unique()))
-    weights = item_models.ease_weights(user_item_matrix(split, everyone), lam)
-    return item_models.ease_scores(user_item_matrix(split, split.users), weights)
+    return item_models.ease_grid_scores(
+        user_item_matrix(split, everyone), user_item_matrix(split, split.users), lams, max_items
+    )
 
 
 def tifu_knn(split: Split, params: item_models.TifuParams) -> np.ndarray:
     """TIFU-KNN over every train user's baskets (a basket: one user's lines at one invoice time)."""
+    return dict(_tifu_grid(split, [params]))[params]
+
+
+def _tifu_grid(
+    split: Split, grid: Sequence[item_models.TifuParams]
+) -> Iterator[tuple[item_models.TifuParams, np.ndarray]]:
+    """TIFU-KNN's scores for each grid point, sharing what points have in common: the user vectors
+    (r_basket, r_group, group_size) and one neighbour search for every neighbour count and alpha."""
     everyone = np.array(sorted(split.train["user_id"].unique()))
+    rows = pd.Index(everyone).get_indexer(split.users)
     lines = split.train.assign(basket=split.train["ordered_at"])
-    vectors = item_models.tifu_user_vectors(lines, everyone, split.items, params)
-    return item_models.tifu_scores(vectors, pd.Index(everyone).get_indexer(split.users), params)
+    groups: dict[tuple, list[item_models.TifuParams]] = {}
+    for params in grid:
+        groups.setdefault((params.r_basket, params.r_group, params.group_size), []).append(params)
+    for points in groups.values():
+        vectors = item_models.tifu_user_vectors(lines, everyone, split.items, points[0])
+        means = item_models.tifu_neighbour_means(vectors, rows, sorted({p.neighbours for p in points}))
+        own = vectors[rows]
+        for params in points:
+            yield params, item_models.tifu_blend(own, means[params.neighbours], params.alpha)
+
+
+def grid_scores(
+    name: str, split: Split, grid: Sequence[Any], ease_max_items: int | None = None
+) -> Iterator[tuple[Any, np.ndarray]]:
+    """Each point of a tuned peer's grid (PEER_GRIDS) with its scores, in any order: EASE shares one item
+    gram over its lambdas (fitted on the `ease_max_items` most-bought items, None: all), TIFU-KNN its
+    user vectors and neighbours, so a grid costs little more than its most expensive point."""
+    if name == "ease":
+        yield from zip(grid, _ease_grid(split, grid, ease_max_items), strict=True)
+    elif name == "tifu_knn":
+        yield from _tifu_grid(split, grid)
+    else:
+        fit = PEER_GRIDS[name][0]
+        for params in grid:
+            yield params, fit(split, params)
 
 
 # Each tuned peer's fit and the grid its knobs are chosen from (scoring/evaluation/tuning.py).

@@ -13,7 +13,7 @@ and novelty (mean popularity rank). Definitions: docs/protocols.md.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -145,12 +145,17 @@ def user_lists(
     return lists, truths
 
 
-def per_user_metrics(scores: np.ndarray, split: Split, novel: bool, k: int = K) -> dict[str, np.ndarray]:
-    """Every metric of USER_METRICS per evaluated user (see `user_lists` for `novel`)."""
+def per_user_metrics(
+    scores: np.ndarray, split: Split, novel: bool, k: int = K, names: Iterable[str] = tuple(USER_METRICS)
+) -> dict[str, np.ndarray]:
+    """The metrics `names` (of USER_METRICS, every one by default) per evaluated user (see `user_lists`
+    for `novel`)."""
     lists, truths = user_lists(scores, split, novel, k)
     return {
-        name: np.array([fn(truth, top, k) for top, truth in zip(lists, truths, strict=True)], dtype=float)
-        for name, fn in USER_METRICS.items()
+        name: np.array(
+            [USER_METRICS[name](truth, top, k) for top, truth in zip(lists, truths, strict=True)], dtype=float
+        )
+        for name in names
     }
 
 

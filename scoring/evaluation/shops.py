@@ -63,6 +63,8 @@ def evaluation_settings(shop: str, base: Settings, cut: Cut) -> Settings:
         "finetune_steps": base.evaluation_finetune_steps,
         # An evaluation measures every run: the gate's verdict is recorded in the manifest, not obeyed.
         "force_publish": True,
+        # Each cut tunes its own sources: never the knobs of a run of another cut in this workspace.
+        "retune_max_days": 0,
     }
     if shop == "online_retail":
         # A raw_path set for another source names other data: only an Online Retail one is kept.

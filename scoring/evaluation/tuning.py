@@ -10,7 +10,7 @@ window.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,15 +28,18 @@ def validation_split(outer: Split, days: int) -> Split:
 
 def objective(scores: np.ndarray, validation: Split, k: int) -> float:
     """Mean of NDCG@k over all items and over novel items on the validation window."""
-    columns = [per_user_metrics(scores, validation, novel, k)["ndcg"] for novel in (False, True)]
+    columns = [per_user_metrics(scores, validation, novel, k, ["ndcg"])["ndcg"] for novel in (False, True)]
     return float(np.mean([column.mean() for column in columns if len(column)]))
 
 
 def choose(
-    fit: Callable[[Split, Any], np.ndarray], grid: Sequence[Any], validation: Split, k: int
+    scored: Iterable[tuple[Any, np.ndarray]], grid: Sequence[Any], validation: Split, k: int
 ) -> tuple[Any, list[tuple[Any, float]]]:
-    """The grid point with the best validation objective, and every point's objective."""
-    tried = [(params, objective(fit(validation, params), validation, k)) for params in grid]
+    """The grid point with the best validation objective (the first in `grid` order on a tie), and every
+    point's objective in `grid` order. `scored` gives each point with its scores in any order, so a peer
+    may share work between points (peers.grid_scores)."""
+    found = {params: objective(scores, validation, k) for params, scores in scored}
+    tried = [(params, found[params]) for params in grid]
     best = max(tried, key=lambda pair: pair[1])[0]
     return best, tried
 
@@ -48,14 +51,18 @@ def describe(params: Any) -> dict:
     return {"value": params}
 
 
-def tune_on_window(lines: pd.DataFrame, cut: pd.Timestamp, k: int) -> dict[str, Any]:
+def tune_on_window(lines: pd.DataFrame, cut: pd.Timestamp, k: int, ease_max_items: int) -> dict[str, Any]:
     """The scoring run's own tuning of its peer-model sources: each peer's grid (peers.PEER_GRIDS) scored
-    on the label window (purchases from `cut` on, users active on both sides), the winners returned by
-    peer name. Returns {} when the window has no such user."""
+    on the label window (purchases from `cut` on, users active on both sides), EASE on the item head the
+    source is fitted on; the winners returned by peer name. Returns {} when the window has no such
+    user."""
     window = split(lines, cut=str(cut))
     if not len(window.users):
         return {}
-    return {name: choose(fit, grid, window, k)[0] for name, (fit, grid) in peers.PEER_GRIDS.items()}
+    return {
+        name: choose(peers.grid_scores(name, window, grid, ease_max_items), grid, window, k)[0]
+        for name, (_, grid) in peers.PEER_GRIDS.items()
+    }
 
 
 def tuned_peers(split: Split, k: int, validation_days: int) -> dict[str, tuple[np.ndarray, dict]]:
@@ -65,6 +72,6 @@ def tuned_peers(split: Split, k: int, validation_days: int) -> dict[str, tuple[n
     validation = validation_split(split, validation_days)
     out = {}
     for name, (fit, grid) in peers.PEER_GRIDS.items():
-        params, _ = choose(fit, grid, validation, k)
+        params, _ = choose(peers.grid_scores(name, validation, grid), grid, validation, k)
         out[name] = (fit(split, params), describe(params))
     return out

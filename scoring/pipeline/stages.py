@@ -94,9 +94,13 @@ def purchases(settings: Settings) -> pd.DataFrame:
     return tables.read(settings, sql)
 
 
-def _source_knobs(settings: Settings, lines: pd.DataFrame, label_start: pd.Timestamp) -> dict:
+def _source_knobs(
+    settings: Settings, lines: pd.DataFrame, label_start: pd.Timestamp, run: Path
+) -> tuple[dict, dict]:
     """EASE's lambda, the repurchase half-life and TIFU-KNN's knobs: the settings' values, or with
-    `tune_sources` the ones that did best on the label window (scoring/evaluation/tuning.py)."""
+    `tune_sources` the ones that did best on the label window (scoring/evaluation/tuning.py), or the
+    promoted run's while the purchases barely moved since it tuned them (`_reusable_tuning`). Returns
+    the knobs and what the manifest records of their tuning."""
     knobs = {
         "ease": settings.ease_lambda,
         "decayed_repurchase": settings.repurchase_half_life_days,
@@ -108,9 +112,51 @@ def _source_knobs(settings: Settings, lines: pd.DataFrame, label_start: pd.Times
             group_size=settings.tifu_group_size,
         ),
     }
-    if settings.tune_sources:
-        knobs.update(tuning.tune_on_window(lines, label_start, settings.top_n))
-    return knobs
+    if not settings.tune_sources:
+        return knobs, {"tuned": False}
+    inputs = {
+        "label_start": str(label_start),
+        "lines": len(lines),
+        "top_n": settings.top_n,
+        "ease_max_items": settings.ease_max_items,
+    }
+    reusable = _reusable_tuning(settings, inputs, run)
+    if reusable is not None:
+        run_id, record = reusable
+        return recorded_knobs(record["source_knobs"]), {
+            "tuned": False,
+            "tuned_on": record["tuning"]["tuned_on"],
+            "reused_from": run_id,
+        }
+    knobs.update(tuning.tune_on_window(lines, label_start, settings.top_n, settings.ease_max_items))
+    return knobs, {"tuned": True, "tuned_on": inputs, "reused_from": None}
+
+
+def _reusable_tuning(settings: Settings, inputs: dict, run: Path) -> tuple[str, dict] | None:
+    """The promoted run's id and candidates record when its knobs may serve this run untuned: tuned with
+    the same list length and EASE head, at most `retune_max_days` before this label window (never
+    after it), on a count of purchase lines within `retune_min_change` of today's. Tuning every grid
+    point is most of the candidates stage, while one night adds a fraction of a percent of the lines
+    and moves the best knobs rarely; the knobs are retuned once the data or the window has moved. A
+    stage rerun in the promoted run's own folder (`run`) tunes again."""
+    current = settings.runs_dir / "current"
+    if settings.retune_max_days <= 0 or not current.exists() or current.resolve() == run.resolve():
+        return None
+    promoted = RunFolder.open(current.resolve())
+    record = promoted.manifest.get("stages", {}).get("candidates", {})
+    tuned_on = record.get("tuning", {}).get("tuned_on")
+    if not tuned_on or "source_knobs" not in record:
+        return None
+    age = pd.Timestamp(inputs["label_start"]) - pd.Timestamp(tuned_on["label_start"])
+    same = all(tuned_on[key] == inputs[key] for key in ("top_n", "ease_max_items"))
+    moved = abs(inputs["lines"] - tuned_on["lines"]) / max(tuned_on["lines"], 1)
+    if (
+        same
+        and pd.Timedelta(0) <= age <= pd.Timedelta(days=settings.retune_max_days)
+        and (moved <= settings.retune_min_change)
+    ):
+        return promoted.run_id, record
+    return None
 
 
 def recorded_knobs(record: dict) -> dict:
@@ -146,7 +192,7 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
     lines = purchases(settings)
     items = pd.read_parquet(run.path("items.parquet"))
     catalogue = cand.Catalogue(faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy())
-    knobs = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start)
+    knobs, tuned = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start, run.root)
     frames = {}
     for users_file, at, out in (
         ("users", as_of, "candidates"),
@@ -160,6 +206,7 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
     candidates = frames["candidates"]
     return {
         "source_knobs": {name: tuning.describe(value) for name, value in knobs.items()},
+        "tuning": tuned,
         "rows": len(candidates),
         "per_user": round(len(candidates) / max(1, candidates["user_id"].nunique()), 1),
         "by_source": candidates["source"].value_counts().to_dict(),

@@ -19,6 +19,7 @@ from sentence_transformers import SentenceTransformer
 
 from scoring.settings import Settings
 from scoring.training.finetune import load_model, pick_device
+from scoring.training.text_vectors import RUN_VECTORS, TextVectors
 
 
 def encode(model: SentenceTransformer, texts: list[str], batch_size: int, label: str) -> np.ndarray:
@@ -50,7 +51,12 @@ def embed_run(run_dir: Path, settings: Settings) -> dict:
     device = pick_device(settings.device)
     items = pd.read_parquet(run_dir / "items.parquet")
     start = time.perf_counter()
-    item_vectors = encode(model, items["text"].tolist(), settings.embed_batch_size, "items")
+    # Fine-tuning measured its held-out recall on most item texts with this very model: those are read back.
+    cache = TextVectors(run_dir / RUN_VECTORS)
+    known = cache.known(items["text"].tolist())
+    item_vectors = cache.vectors(
+        items["text"].tolist(), lambda texts: encode(model, texts, settings.embed_batch_size, "items")
+    )
     item_seconds = time.perf_counter() - start
     np.save(run_dir / "item_embeddings.npy", item_vectors)
     record = {
@@ -58,12 +64,17 @@ def embed_run(run_dir: Path, settings: Settings) -> dict:
         "items": len(items),
         "dimension": int(item_vectors.shape[1]),
         "items_per_second": round(len(items) / item_seconds, 1) if item_seconds else None,
+        "item_texts_cached": known,
     }
-    for users_file in sorted(run_dir.glob("users*.parquet")):
-        users = pd.read_parquet(users_file)
-        vectors = encode(model, users["query"].tolist(), settings.embed_batch_size, users_file.stem)
-        np.save(run_dir / f"{users_file.stem}_embeddings.npy", vectors)
-        record[users_file.stem] = len(users)
+    # A user who bought nothing in the label window has the same history text at both times: each
+    # distinct text is encoded once (on Online Retail, 1,045 of 7,321 texts).
+    users = {path.stem: pd.read_parquet(path)["query"] for path in sorted(run_dir.glob("users*.parquet"))}
+    texts = pd.Index(pd.concat(users.values(), ignore_index=True).unique())
+    vectors = encode(model, texts.tolist(), settings.embed_batch_size, "distinct user histories")
+    for stem, queries in users.items():
+        np.save(run_dir / f"{stem}_embeddings.npy", vectors[texts.get_indexer(queries)])
+        record[stem] = len(queries)
+    record["distinct_user_texts"] = len(texts)
     return record
 
 

@@ -13,7 +13,9 @@ Before training, a slice of each task's pairs is held out (settings.finetune_hol
 fifth); recall@10 of each held-out pair's item among the texts of every item in the pairs is measured
 with the zero-shot encoder and again with the fine-tuned one, so a run shows what fine-tuning bought
 each task. Held-out pairs are random, so a held-out search may repeat a query seen in training, as
-tomorrow's searches repeat today's head queries.
+tomorrow's searches repeat today's head queries. The texts' vectors are kept by text
+(scoring/training/text_vectors.py): the base model's in the workspace, as they repeat every night, the
+fine-tuned model's in the run folder, where the embed stage reads the item texts' back.
 
 The step budget is bounded by settings. On CUDA it runs under bf16 autocast. It reads only Parquet
 from the run folder, so it can run alone on a GPU host (`python -m scoring.training.finetune RUN_DIR`).
@@ -33,6 +35,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from scoring.settings import Settings
+from scoring.training.text_vectors import RUN_VECTORS, TextVectors, base_model_cache
 
 SCALE = 20.0  # inverse temperature of the in-batch softmax, as in sentence-transformers' MNRL
 RECALL_K = 10
@@ -97,35 +100,44 @@ def _hold_out(pairs: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, di
     return pairs[keep], held
 
 
+def _encoded(
+    model: SentenceTransformer, texts: list[str], batch_size: int, cache: TextVectors
+) -> torch.Tensor:
+    """The texts' normalised vectors, from `cache` where it has them (it keeps the ones computed)."""
+
+    def compute(missing: list[str]) -> np.ndarray:
+        return model.encode(missing, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+    return torch.from_numpy(cache.vectors(texts, compute))
+
+
 def recall_at_k(
     model: SentenceTransformer,
     held: pd.DataFrame,
     catalogue: pd.DataFrame,
     batch_size: int,
+    cache: TextVectors,
     k: int = RECALL_K,
 ) -> float:
     """Share of held-out pairs whose item is among the k catalogue texts closest to the query."""
     with torch.no_grad():
-        items = model.encode(
-            catalogue["positive"].tolist(),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_tensor=True,
-        )
-        queries = model.encode(
-            held["query"].tolist(), batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True
-        )
-        top = (queries.float() @ items.float().T).topk(min(k, len(catalogue)), dim=1).indices.cpu().numpy()
+        items = _encoded(model, catalogue["positive"].tolist(), batch_size, cache)
+        queries = _encoded(model, held["query"].tolist(), batch_size, cache)
+        top = (queries @ items.T).topk(min(k, len(catalogue)), dim=1).indices.numpy()
     position = pd.Series(np.arange(len(catalogue)), index=catalogue["item_id"].to_numpy())
     target = position.loc[held["item_id"].to_numpy()].to_numpy()
     return float(np.mean([t in row for t, row in zip(target, top, strict=True)]))
 
 
 def _measure(
-    model: SentenceTransformer, held: dict[str, pd.DataFrame], catalogue: pd.DataFrame, settings: Settings
+    model: SentenceTransformer,
+    held: dict[str, pd.DataFrame],
+    catalogue: pd.DataFrame,
+    settings: Settings,
+    cache: TextVectors,
 ) -> dict[str, float]:
     """recall@k of each task's held-out pairs (encode puts the model in eval mode)."""
-    return {t: recall_at_k(model, h, catalogue, settings.embed_batch_size) for t, h in held.items()}
+    return {t: recall_at_k(model, h, catalogue, settings.embed_batch_size, cache) for t, h in held.items()}
 
 
 def _batch_plan(task: pd.Series, settings: Settings, batch: int) -> dict[str, int]:
@@ -147,7 +159,11 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
     steps = max(1, settings.finetune_steps)
     catalogue = pairs.drop_duplicates("item_id")[["item_id", "positive"]].reset_index(drop=True)
     train, held = _hold_out(pairs, settings)
-    before = _measure(model, held, catalogue, settings)
+    # The base model's vectors of these texts, from the workspace's cache after the first night.
+    base = base_model_cache(
+        settings.data_dir / "cache", settings.resolved_model_name, settings.max_seq_length
+    )
+    before = _measure(model, held, catalogue, settings, base)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
@@ -186,7 +202,10 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
             losses.append((step, float(loss.detach())))
     seconds = time.perf_counter() - start
     model.eval()
-    after = _measure(model, held, catalogue, settings)
+    # The fine-tuned model's vectors of the item texts, which the embed stage then reads from the run folder.
+    tuned = TextVectors(out_dir.parent / RUN_VECTORS)
+    tuned.clear()
+    after = _measure(model, held, catalogue, settings, tuned)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     first, last = losses[0][1], losses[-1][1]
