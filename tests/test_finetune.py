@@ -7,6 +7,7 @@ import pytest
 from scoring.settings import Settings
 from scoring.training import training_data
 from scoring.training.finetune import _batch_plan, _tasks, finetune, load_model, recall_at_k
+from scoring.training.text_vectors import TextVectors
 from tests.conftest import tiny_settings
 
 pytestmark = pytest.mark.integration  # loads the real model, fine-tunes it and saves a checkpoint
@@ -81,9 +82,12 @@ def test_recall_at_10_finds_matching_texts_and_misses_scrambled_ones(tmp_path) -
     pairs = _joint_pairs()
     catalogue = pairs.drop_duplicates("item_id")[["item_id", "positive"]].reset_index(drop=True)
     exact = catalogue.assign(query=catalogue["positive"])
-    assert recall_at_k(model, exact, catalogue, 64, k=1) == 1.0
+    cache = TextVectors(tmp_path / "vectors")
+    assert recall_at_k(model, exact, catalogue, 64, cache, k=1) == 1.0
     scrambled = exact.assign(item_id=np.roll(exact["item_id"].to_numpy(), 7))
-    assert recall_at_k(model, scrambled, catalogue, 64, k=10) < 0.5
+    assert recall_at_k(model, scrambled, catalogue, 64, cache, k=10) < 0.5
+    # The second measure read every text's vector back: the catalogue and the queries are the same texts.
+    assert len(cache) == len(catalogue)
 
 
 def test_each_batch_holds_the_search_share() -> None:

@@ -49,6 +49,7 @@ from retrieval import candidates as cand
 from scoring.pipeline import lists, stages
 from scoring.pipeline.run_folder import RunFolder
 from scoring.settings import Settings
+from scoring.training.text_vectors import RUN_VECTORS, TextVectors
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -149,8 +150,12 @@ def measure(frame: DataFrame, job: ShardJob, shards: int, threads: int) -> pd.Da
     return timings.sort_values("shard", ignore_index=True)
 
 
-def embed_job(settings: Settings, model_dir: Path, key: str, text: str) -> ShardJob:
-    """Rows (key, text) -> (key, vector): `embed.encode` with the run's encoder, loaded once per shard."""
+def embed_job(
+    settings: Settings, model_dir: Path, key: str, text: str, cache: Path | None = None
+) -> ShardJob:
+    """Rows (key, text) -> (key, vector): `embed.encode` with the run's encoder, loaded once per shard;
+    texts the run's `cache` (scoring/training/text_vectors.py) holds are read from it, as `embed_run`
+    reads them, and nothing is written to it."""
 
     def load() -> Any:
         from scoring.training.embed import encoder
@@ -160,9 +165,11 @@ def embed_job(settings: Settings, model_dir: Path, key: str, text: str) -> Shard
     def work(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
         from scoring.training.embed import encode
 
-        vectors = encode(
-            model, rows[text].tolist(), settings.embed_batch_size, f"{key.removesuffix('_id')}s of a shard"
-        )
+        def compute(texts: list[str]) -> np.ndarray:
+            return encode(model, texts, settings.embed_batch_size, f"{key.removesuffix('_id')}s of a shard")
+
+        texts = rows[text].tolist()
+        vectors = TextVectors(cache).vectors(texts, compute, keep=False) if cache else compute(texts)
         return pd.DataFrame({key: rows[key].to_numpy(), "vector": list(vectors)})
 
     return ShardJob(f"embed_{key}", key, f"{key} string, vector array<float>", load, work)
@@ -290,13 +297,13 @@ def score_sharded(spark: SparkSession, settings: Settings, run_dir: Path, out_di
         "worker_threads": settings.spark_worker_threads,
     }
     model_dir = run.path("model")
-    for name, file, key, text in (
-        ("item_embeddings", "items.parquet", "item_id", "text"),
-        ("user_embeddings", "users.parquet", "user_id", "query"),
+    for name, file, key, text, cache in (
+        ("item_embeddings", "items.parquet", "item_id", "text", run.path(RUN_VECTORS)),
+        ("user_embeddings", "users.parquet", "user_id", "query", None),
     ):
         texts = spark.read.parquet(str(run.path(file))).select(key, text)
         record[name] = _write(
-            spark, texts, embed_job(settings, model_dir, key, text), out_dir / name, settings
+            spark, texts, embed_job(settings, model_dir, key, text, cache), out_dir / name, settings
         )
     item_ids = pd.read_parquet(run.path("items.parquet"), columns=["item_id"])["item_id"].to_numpy()
     items = spark.read.parquet(str(out_dir / "item_embeddings")).toPandas()

@@ -51,9 +51,12 @@ class TextVectors:
         """How many of `texts` the cache holds."""
         return sum(_digest(text) in self._keys for text in texts)
 
-    def vectors(self, texts: list[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    def vectors(
+        self, texts: list[str], compute: Callable[[list[str]], np.ndarray], keep: bool = True
+    ) -> np.ndarray:
         """Each text's vector, in order: from the cache, or from `compute` for the distinct texts it
-        lacks (which are then kept)."""
+        lacks (which are then kept, unless `keep` is False: a reader that shares the folder with others,
+        such as a Spark shard)."""
         digests = [_digest(text) for text in texts]
         missing = {d: text for d, text in zip(digests, texts, strict=True) if d not in self._keys}
         if missing:
@@ -62,7 +65,8 @@ class TextVectors:
             old = self._vectors if len(self._vectors) else np.zeros((0, fresh.shape[1]), dtype=np.float32)
             self._vectors = np.concatenate([old, fresh])
             self._keys.update({d: start + i for i, d in enumerate(missing)})
-            self._save()
+            if keep:
+                self._save()
         if not texts:
             return np.zeros((0, self._vectors.shape[1] if self._vectors.ndim == 2 else 0), dtype=np.float32)
         return self._vectors[[self._keys[d] for d in digests]]
