@@ -266,3 +266,38 @@ def test_changed_docs_owner_and_ttl_are_drift(
     assert sum(line.startswith("item_stats.") and ": tags " in line for line in drift) == len(features) > 5, (
         drift
     )
+
+
+# --- apply: the CLI's steps in a forked child ---------------------------------------------------------------
+def test_applies_in_one_process_each_register_their_own_build_and_a_failure_is_reported(
+    workspace: Settings, tmp_path: Path
+) -> None:
+    """Two builds applied one after the other by the same process each get their own marts in their
+    registry (the repository's modules read the environment when imported, so a second import in this
+    process would repeat the first build's paths); the caller's working directory and environment are
+    left alone; an apply that fails raises with Feast's own message."""
+    import os
+    import shutil
+
+    cwd, environ = os.getcwd(), dict(os.environ)
+    builds = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        shutil.copytree(workspace.live_dir.resolve(), root, ignore=shutil.ignore_patterns("registry.db"))
+        staged = workspace.for_build(root)
+        feature_store.apply(staged)
+        builds.append(staged)
+    assert os.getcwd() == cwd and dict(os.environ) == environ
+    for staged in builds:
+        views = feature_store.store(staged).list_feature_views()
+        assert {view.name for view in views} >= EXPECTED_VIEWS - {"user_session_activity"}
+        for view in views:
+            if view.batch_source.path:  # the published views' sources live in the workspace
+                assert Path(view.batch_source.path).parent in (staged.marts_dir, staged.published_dir), view
+
+    broken = tmp_path / "broken"
+    shutil.copytree(workspace.live_dir.resolve(), broken, ignore=shutil.ignore_patterns("registry.db"))
+    (broken / "target" / "manifest.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match=r"(?s)feast apply failed \(exit 1\).*JSONDecodeError"):
+        feature_store.apply(workspace.for_build(broken))
+    assert os.getcwd() == cwd

@@ -11,6 +11,7 @@ and a republication is served at once, without a restart.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -126,6 +127,45 @@ def test_ranking_v1_over_http_matches_the_marts(served) -> None:
             assert answer[name]["values"] == frame[name].tolist(), name
             checked += 1
     assert checked == len(answer) - 2 == 21  # every ranking_v1 feature, besides the two join keys
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"feature_service": "ranking_v1"},
+        {"features": ["user_stats:orders_count", "item_stats:distinct_buyers"], "full_feature_names": True},
+    ],
+    ids=["feature service", "feature list, full names"],
+)
+def test_a_lookup_answers_exactly_what_feasts_own_lookup_answers(served, request_body: dict) -> None:
+    """The route runs Feast's lookup on the loop (lookup_route.py): its answer is Feast's, feature for
+    feature, known and unknown entities alike."""
+    from feast.feature_server_utils import convert_response_to_dict
+
+    from scoring.features import feature_store
+
+    workspace, copy, server = served
+    pairs = _latest(workspace, "fct_user_item_stats", ["user_id", "item_id"]).sample(n=5, random_state=4)
+    entities = {
+        "user_id": [*pairs.index.get_level_values(0), UNKNOWN_USER],
+        "item_id": [*pairs.index.get_level_values(1), "I99999"],
+    }
+    response = _post(server, {**request_body, "entities": entities})
+    assert response.status_code == 200, response.text
+    store = feature_store.store(copy)
+    features = request_body.get("features") or store.get_feature_service(request_body["feature_service"])
+    expected = store.get_online_features(
+        features=features,
+        entity_rows=entities,
+        full_feature_names=request_body.get("full_feature_names", False),
+    )
+    # Feast orders a service's views as its registry cache iterates them, which differs between
+    # processes: compared per feature, every value, status and timestamp.
+    answer = _columns(response)
+    own = json.loads(json.dumps(convert_response_to_dict(expected.proto)))
+    assert answer == dict(zip(own["metadata"]["feature_names"], own["results"], strict=True))
+    assert len(answer) == len(own["results"]) > 2
+    assert ("user_stats__orders_count" in answer) == bool(request_body.get("full_feature_names"))
 
 
 def test_recommendations_v1_over_http_match_the_published_parquet(served) -> None:
@@ -390,7 +430,7 @@ BAD_REQUESTS = {
         b'{"feature_service": "recommendations_v1", "entities": {"user_id": ["U000001"]}}',
         {},
         422,
-        "Input should be a valid dictionary",
+        "Content-Type: application/json",
     ),
     "materialize with an empty body": ("POST", "/materialize", b"{}", _JSON, 403, "read-only"),
     "lookup with GET": ("GET", "/get-online-features", b"", {}, 405, "GET is not allowed"),
