@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from scoring.settings import Settings
-from scoring.training.embed import encode
 from scoring.training.finetune import load_model
-from scoring.training.text_vectors import TextVectors, base_model_cache
+from scoring.training.text_vectors import TextVectors, base_model_cache, encode
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 """`make bench` (`aisle bench`): the speed and memory figures of the README's targets, measured, never
 asserted in tests.
 
-- embedding: Aisle's `embed.encode` against raw `SentenceTransformer.encode` on the same texts and
+- embedding: Aisle's `text_vectors.encode` against raw `SentenceTransformer.encode` on the same texts and
   batch size (target: at least 95% of raw throughput);
 - retrieval: exact inner-product search against IVF at the size where Aisle would switch, with
   recall@100 of IVF against exact (target: ANN only with recall@100 >= 0.98);
@@ -42,7 +42,7 @@ from scoring.settings import ROOT, Settings
 def bench_embedding(settings: Settings, n_texts: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    from scoring.training.embed import encode
+    from scoring.training.text_vectors import encode
 
     words = ["red", "blue", "ceramic", "glass", "mug", "lantern", "cushion", "cover", "vintage", "heart"]
     rng = np.random.default_rng(0)

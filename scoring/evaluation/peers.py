@@ -55,8 +55,8 @@ def item_titles(split: Split) -> list[str]:
 
 def zero_shot_mean_history(split: Split, model_name: str) -> np.ndarray:
     """The base model, no fine-tuning: a user is the mean of their past items' title vectors."""
-    from scoring.training.embed import encode
     from scoring.training.finetune import load_model
+    from scoring.training.text_vectors import encode
 
     model = load_model(model_name, "cpu", 64)
     vectors = encode(model, item_titles(split), 256, "item titles (zero-shot)")

@@ -30,8 +30,8 @@ def two_tower_scores(run_dir: Path, split: Split) -> np.ndarray:
 
 def two_tower_zero_shot(run_dir: Path, split: Split, model_name: str) -> np.ndarray:
     """The same history-text query and item text, with the base model before fine-tuning."""
-    from scoring.training.embed import encode
     from scoring.training.finetune import load_model
+    from scoring.training.text_vectors import encode
 
     model = load_model(model_name, "cpu", 96)
     users = pd.read_parquet(run_dir / "users.parquet")

@@ -129,7 +129,7 @@ def cached_encode(
     model, model_name: str, texts: list[str], settings: Settings, cache: Path | None, label: str
 ):
     """Normalised embeddings of `texts`, read from `cache` when this model already embedded these texts."""
-    from scoring.training.embed import encode
+    from scoring.training.text_vectors import encode
 
     path = None
     if cache is not None:

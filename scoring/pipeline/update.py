@@ -58,8 +58,8 @@ from scoring.search import engine as search_engine
 from scoring.search import stages as search
 from scoring.settings import Settings
 from scoring.training import training_data
-from scoring.training.embed import encode
 from scoring.training.finetune import load_model, pick_device
+from scoring.training.text_vectors import encode
 
 console = Console()
 

@@ -4,7 +4,7 @@ items and users, with the single-process functions (`mapInPandas`, one pandas fr
 What is sharded by what, and what every shard shares:
 
 - embedding: items.parquet sharded by `item_id`, users.parquet by `user_id`; each shard loads the run's
-  encoder once (`embed.encoder`) and calls `embed.encode`, as `embed_run` does for everyone;
+  encoder once (`embed.encoder`) and calls `text_vectors.encode`, as `embed_run` does for everyone;
 - the FAISS index is built once on the driver from the shards' item vectors (`retrieval.index.build`,
   as the index stage does), and broadcast serialised to every shard;
 - candidates: users (with their vectors) sharded by `user_id`; each shard calls `candidates.generate`
@@ -153,7 +153,7 @@ def measure(frame: DataFrame, job: ShardJob, shards: int, threads: int) -> pd.Da
 def embed_job(
     settings: Settings, model_dir: Path, key: str, text: str, cache: Path | None = None
 ) -> ShardJob:
-    """Rows (key, text) -> (key, vector): `embed.encode` with the run's encoder, loaded once per shard;
+    """Rows (key, text) -> (key, vector): `text_vectors.encode` with the run's encoder, loaded once per shard;
     texts the run's `cache` (scoring/training/text_vectors.py) holds are read from it, as `embed_run`
     reads them, and nothing is written to it."""
 
@@ -163,7 +163,7 @@ def embed_job(
         return encoder(model_dir, settings)
 
     def work(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
-        from scoring.training.embed import encode
+        from scoring.training.text_vectors import encode
 
         def compute(texts: list[str]) -> np.ndarray:
             return encode(model, texts, settings.embed_batch_size, f"{key.removesuffix('_id')}s of a shard")

@@ -19,19 +19,7 @@ from sentence_transformers import SentenceTransformer
 
 from scoring.settings import Settings
 from scoring.training.finetune import load_model, pick_device
-from scoring.training.text_vectors import RUN_VECTORS, TextVectors
-
-
-def encode(model: SentenceTransformer, texts: list[str], batch_size: int, label: str) -> np.ndarray:
-    print(f"embedding {len(texts):,} {label}")
-    vectors = model.encode(
-        texts,
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=len(texts) > batch_size,
-    )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+from scoring.training.text_vectors import RUN_VECTORS, TextVectors, encode
 
 
 def encoder(model_dir: Path, settings: Settings) -> SentenceTransformer:

@@ -35,7 +35,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm import tqdm
 
 from scoring.settings import Settings
-from scoring.training.text_vectors import RUN_VECTORS, TextVectors, base_model_cache
+from scoring.training.text_vectors import RUN_VECTORS, TextVectors, base_model_cache, encode
 
 SCALE = 20.0  # inverse temperature of the in-batch softmax, as in sentence-transformers' MNRL
 RECALL_K = 10
@@ -100,17 +100,6 @@ def _hold_out(pairs: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, di
     return pairs[keep], held
 
 
-def _encoded(
-    model: SentenceTransformer, texts: list[str], batch_size: int, cache: TextVectors
-) -> torch.Tensor:
-    """The texts' normalised vectors, from `cache` where it has them (it keeps the ones computed)."""
-
-    def compute(missing: list[str]) -> np.ndarray:
-        return model.encode(missing, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-
-    return torch.from_numpy(cache.vectors(texts, compute))
-
-
 def recall_at_k(
     model: SentenceTransformer,
     held: pd.DataFrame,
@@ -120,9 +109,14 @@ def recall_at_k(
     k: int = RECALL_K,
 ) -> float:
     """Share of held-out pairs whose item is among the k catalogue texts closest to the query."""
+    texts = [*catalogue["positive"], *held["query"]]  # one cache call: one write of the cache's files
+
+    def compute(missing: list[str]) -> np.ndarray:
+        return encode(model, missing, batch_size, "held-out texts")
+
     with torch.no_grad():
-        items = _encoded(model, catalogue["positive"].tolist(), batch_size, cache)
-        queries = _encoded(model, held["query"].tolist(), batch_size, cache)
+        vectors = torch.from_numpy(cache.vectors(texts, compute))
+        items, queries = vectors[: len(catalogue)], vectors[len(catalogue) :]
         top = (queries @ items.T).topk(min(k, len(catalogue)), dim=1).indices.numpy()
     position = pd.Series(np.arange(len(catalogue)), index=catalogue["item_id"].to_numpy())
     target = position.loc[held["item_id"].to_numpy()].to_numpy()

@@ -7,6 +7,9 @@ with it. A `TextVectors` folder holds one encoder's L2-normalised vectors keyed 
 so each of those is computed once: the base model's in the workspace (data/cache/text_vectors/<key>,
 `base_model_cache`), a run's fine-tuned model's in its run folder (`RUN_VECTORS`).
 
+`encode` is the one call that turns texts into vectors (every caller above, and the evaluations, use it);
+it lives here, below fine-tuning and the embed stage, so both can call it.
+
 A cache belongs to one encoder: the key of the base model's folder digests its name or path, the size and
 time of every file of a local model folder, and the sequence length texts are cut at, so another model
 or cut never reads it. A run's own folder is written by its fine-tuning stage, which empties it first.
@@ -21,10 +24,29 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
 RUN_VECTORS = "text_vectors"  # the run folder's cache of its fine-tuned model's vectors
+
+
+def encode(model: SentenceTransformer, texts: list[str], batch_size: int, label: str) -> np.ndarray:
+    """The one way Aisle turns texts into vectors (L2-normalised float32, one row per text), with a
+    progress bar for long lists: the embed stage, fine-tuning's held-out measure, updates, the Spark
+    shards and the evaluations all call it, so their vectors agree."""
+    print(f"embedding {len(texts):,} {label}")
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=len(texts) > batch_size,
+    )
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def _digest(text: str) -> bytes:
