@@ -2,7 +2,8 @@
 
 A known failure (scoring.errors.AisleError: a broken raw contract, a failed dbt build, a run already in
 progress, a failed publishing check, the publish gate's refusal) prints one message and exits 1;
-anything else keeps its traceback.
+anything else keeps its traceback. A run whose lists were published exits 0, including one where the
+gate published a simple peer's lists in place of a losing ranker (its summary says so).
 Every command that writes to the workspace holds its lock (scoring/pipeline/lock.py).
 """
 

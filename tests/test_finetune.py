@@ -6,14 +6,16 @@ import pytest
 
 from scoring.settings import Settings
 from scoring.training import training_data
-from scoring.training.finetune import _batch_plan, _tasks, finetune, load_model, recall_at_k
+from scoring.training.finetune import _batch_plan, _tasks, bf16_native, finetune, load_model, recall_at_k
 from scoring.training.text_vectors import TextVectors
 from tests.conftest import tiny_settings
 
 pytestmark = pytest.mark.integration  # loads the real model, fine-tunes it and saves a checkpoint
 
 
-def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["auto", "off"])
+def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tmp_path, precision) -> None:
+    # auto trains under bf16 autocast where this CPU has AMX tiles, off in fp32: both must learn.
     # A small real task: a user who bought colour X items next buys another colour X item.
     colours = ["red", "blue", "green", "yellow", "black", "white", "pink", "grey"]
     things = ["mug", "lamp", "cushion", "vase", "candle", "tray"]
@@ -23,11 +25,14 @@ def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_loadable_checkpoint(tm
         for a, b, t in zip(things, things[1:] + things[:1], things[2:] + things[:2], strict=True)
     ]
     pairs = pd.DataFrame(rows)
-    settings = tiny_settings(tmp_path, finetune_steps=12, finetune_batch_size=8, learning_rate=1e-4)
+    settings = tiny_settings(
+        tmp_path, finetune_steps=12, finetune_batch_size=8, learning_rate=1e-4, finetune_bf16=precision
+    )
     metrics = finetune(pairs, settings, tmp_path / "model", log_every=1)
     assert metrics["steps"] == 12 and metrics["pairs"] == len(pairs)
     assert metrics["loss_last_quarter_mean"] < metrics["loss_first_quarter_mean"]
-    assert metrics["device"] == "cpu" and metrics["bf16"] is False
+    assert metrics["device"] == "cpu"
+    assert metrics["bf16"] is (precision == "auto" and bf16_native("cpu"))
     saved = json.loads((tmp_path / "model" / "finetune_metrics.json").read_text())
     assert saved["loss_first"] == metrics["loss_first"]
     model = load_model(str(tmp_path / "model"), "cpu", 32)

@@ -21,6 +21,7 @@ import pytest
 from scoring.features import feature_store
 from scoring.pipeline import gate, stages
 from scoring.pipeline.run_folder import RunFolder, abandon_unfinished, swap_link
+from scoring.ranking import rank
 from scoring.reports import history
 from scoring.settings import ROOT, Settings
 
@@ -48,6 +49,12 @@ def test_the_margin_is_relative_and_either_comparison_refuses() -> None:
     }
     assert alone[1]["passed"] is True
     assert [c["passed"] for c in gate.decide(0.28, promoted, peers, margin=0.0)] == [False, False]
+    # A peer stands in only when it beat this run and no comparable promoted ranker did as well as it.
+    assert gate.stand_in({"comparisons": gate.decide(0.25, promoted, peers, 0.05)}) is None
+    worse = {**promoted, "ndcg": 0.28}
+    assert gate.stand_in({"comparisons": gate.decide(0.25, worse, peers, 0.05)}) == "decayed_repurchase"
+    assert gate.stand_in({"comparisons": failing}) is None  # the peer did not beat this run
+    assert gate.stand_in({"comparisons": gate.decide(0.2, alone[0], peers, 0.05)}) == "decayed_repurchase"
     # Nobody bought anything: nothing to judge on, nothing refused.
     unjudged = gate.decide(np.nan, promoted, {"popular": np.nan}, 0.05)
     assert [(c["comparable"], c["reason"]) for c in unjudged] == [
@@ -86,13 +93,17 @@ def _holdout(scores: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return holdout, truth
 
 
-def test_the_stage_refuses_with_a_message_and_a_record_and_force_publishes(tmp_path: Path) -> None:
+def test_the_stage_puts_the_peer_in_or_refuses_with_a_message_and_a_record_and_force_publishes(
+    tmp_path: Path,
+) -> None:
     settings = _settings(tmp_path)
-    run = _run_folder(settings.runs_dir, "r2", *_holdout([0.5, 0.9, 0.1] * 2))  # puts the bought item second
-    with pytest.raises(gate.GateRefused) as refused:
-        gate.gate_run(settings, run)
-    message, record = str(refused.value), refused.value.record
-    assert record["outcome"] == "refused" and record["forced"] is False and record["message"] == message
+    holdout, truth = _holdout([0.5, 0.9, 0.1] * 2)  # puts the bought item second
+    holdout = holdout.assign(f1=[0.9, 0.1, 0.2] * 2, f2=[0.5] * 6)
+    run = _run_folder(settings.runs_dir, "r2", holdout, truth)
+    _ranker(run.path("ranker.txt"), ["f1", "f2"])
+    # No run was promoted yet (a first night): the best peer, which beat this run, stands in.
+    record = gate.gate_run(settings, run)
+    assert record["outcome"] == "peer" and record["stand_in"] == "decayed_repurchase"
     assert record["ndcg"]["peers"] == {"decayed_repurchase": 1.0, "popular": 0.0}
     assert (
         record["ndcg"]["this_run"] == pytest.approx(1 / np.log2(3))
@@ -101,10 +112,29 @@ def test_the_stage_refuses_with_a_message_and_a_record_and_force_publishes(tmp_p
     )
     assert record["comparisons"][0]["reason"] == "no run was promoted yet"
     for part in (
-        "refused run r2",
+        "put the simple peer decayed_repurchase in place of run r2's ranker",
         "NDCG@2 is 0.6309",
         "margin of 5% below the best simple peer (decayed_repurchase: 1.0000; this run is -36.9%",
+        "published decayed_repurchase's lists",
+        "aisle score --force-publish",
+    ):
+        assert part in record["message"], part
+
+    # A promoted ranker that does as well as the peer (it puts each bought item first): refused.
+    promoted = _run_folder(settings.runs_dir, "r1", holdout, truth)
+    _ranker(promoted.path("ranker.txt"), ["f1", "f2"])
+    swap_link(settings.runs_dir / "current", promoted.root)
+    with pytest.raises(gate.GateRefused) as refused:
+        gate.gate_run(settings, run)
+    message, record = str(refused.value), refused.value.record
+    assert record["outcome"] == "refused" and record["forced"] is False and record["message"] == message
+    assert record["ndcg"]["promoted_run"] == pytest.approx(1.0)
+    for part in (
+        "refused run r2",
+        "NDCG@2 is 0.6309",
+        "this run is -36.9%",
         "not promoted and nothing was published",
+        "the last publication (run r1) stays as it was",
         "aisle score --force-publish",
         "AISLE_FORCE_PUBLISH=1",
         "AISLE_GATE_MARGIN",
@@ -117,7 +147,8 @@ def test_the_stage_refuses_with_a_message_and_a_record_and_force_publishes(tmp_p
     assert "published by force_publish" in forced["message"]
     # A margin wide enough lets the same run through, and a good ranker passes at the default margin.
     assert gate.gate_run(settings.model_copy(update={"gate_margin": 0.4}), run)["outcome"] == "passed"
-    good = _run_folder(settings.runs_dir, "r3", *_holdout([0.9, 0.1, 0.5] * 2))
+    good = _run_folder(settings.runs_dir, "r3", holdout.assign(score=[0.9, 0.1, 0.5] * 2), truth)
+    _ranker(good.path("ranker.txt"), ["f1", "f2"])
     assert gate.gate_run(settings, good)["outcome"] == "passed"
     # Two held-out buyers are too few to judge on at the default gate_min_users: recorded, let through.
     unjudged = gate.gate_run(settings.model_copy(update={"gate_min_users": 50}), run)
@@ -230,24 +261,35 @@ def test_the_promoted_ranker_is_measured_on_the_same_holdout(copied: Settings, t
     assert record["ndcg"]["promoted_run"] == pytest.approx(record["ndcg"]["this_run"], abs=1e-6)
 
 
-def test_a_broken_run_is_refused_and_the_last_publication_stays_until_forced(copied: Settings) -> None:
+@pytest.fixture(scope="module")
+def broken(copied: Settings) -> dict:
+    """`aisle score` with the broken ranker, as a scheduler runs it, on the copied workspace: the result,
+    the run folder it left, and what was published and promoted before it."""
     before = _publication(copied)
     promoted = (copied.runs_dir / "current").resolve().name
     runs_before = set(copied.runs_dir.iterdir())
     result = subprocess.run(
         [sys.executable, "-m", "scoring", "score"],
         cwd=ROOT,
-        env=_env(copied, **BROKEN),
+        env=_env(copied, **BROKEN, gate_stand_in=False),
         capture_output=True,
         text=True,
         timeout=900,
     )
+    (run,) = set(copied.runs_dir.iterdir()) - runs_before - {history.path(copied)}
+    return {"result": result, "run": run, "before": before, "promoted": promoted}
+
+
+def test_a_broken_run_is_refused_and_the_last_publication_stays_until_forced(
+    copied: Settings, broken: dict
+) -> None:
+    """With no peer to stand in (gate_stand_in off), nothing is published and the last publication stays."""
+    result, refused, promoted = broken["result"], broken["run"], broken["promoted"]
     assert result.returncode == 1, result.stderr[-3000:]
     assert "aisle score: The publish gate refused run" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert _publication(copied) == before
+    assert _publication(copied) == broken["before"]
 
-    (refused,) = set(copied.runs_dir.iterdir()) - runs_before - {history.path(copied)}
     manifest = _manifest(refused)
     record = manifest["stages"]["gate"]
     assert manifest["status"] == "refused" and "publish" not in manifest["stages"]
@@ -259,10 +301,44 @@ def test_a_broken_run_is_refused_and_the_last_publication_stays_until_forced(cop
     assert [(e["run_id"], e["status"]) for e in history.read(copied)][-1] == (refused.name, "refused")
 
     # Forced, the same run passes the gate and publishes (what `aisle score --force-publish` runs next).
-    forced = Settings(**{**copied.model_dump(), **BROKEN, "force_publish": True})
+    forced = Settings(**{**copied.model_dump(), **BROKEN, "gate_stand_in": False, "force_publish": True})
     run = RunFolder.open(refused)
     record = stages.run_stage(forced, run, "gate")
     assert record["outcome"] == "forced" and record["forced"] is True
     assert "published by force_publish" in record["message"]
     assert stages.run_stage(forced, run, "publish")["users"] > 0
     assert set(pd.read_parquet(copied.published_recommendations)["run_id"]) == {refused.name}
+
+
+def test_a_ranker_that_loses_on_a_first_night_publishes_the_best_peers_lists(
+    copied: Settings, broken: dict
+) -> None:
+    """The broken run again, as on a new shop's first night (no run promoted yet): instead of nothing, the
+    best simple peer's lists are chosen, checked and published, and the peer becomes the run's ranking."""
+    settings, refused = Settings(**{**copied.model_dump(), **BROKEN}), broken["run"]
+    (copied.runs_dir / "current").unlink()
+    run = RunFolder.open(refused)
+    record = stages.run_stage(settings, run, "gate")
+    promoted, peer = record["comparisons"]
+    assert promoted["comparable"] is False and promoted["reason"] == "no run was promoted yet"
+    assert peer["comparable"] and not peer["passed"]
+    assert record["outcome"] == gate.STAND_IN == "peer" and record["stand_in"] == peer["name"]
+    assert f"put the simple peer {peer['name']} in place of run {refused.name}'s ranker" in record["message"]
+    assert "published" in gate.summary(record) and record["validate"] == {"ok": True}
+
+    # Every list is the peer's order of the user's candidates, with the select stage's reasons.
+    ranked = pd.read_parquet(run.path("ranked.parquet"))
+    expected = rank.PEERS[peer["name"]](ranked)
+    np.testing.assert_allclose(ranked["score"], expected)
+    recs = pd.read_parquet(run.path("recommendations.parquet"))
+    top = recs[recs["list"] == "top"].sort_values(["user_id", "rank"])
+    assert top.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    assert recs["reason"].str.len().gt(0).all()
+    assert isinstance(rank.load(run.root), rank.PeerRanker)
+
+    assert stages.run_stage(settings, run, "publish")["users"] == top["user_id"].nunique()
+    assert set(pd.read_parquet(copied.published_recommendations)["run_id"]) == {refused.name}
+    # Promoted, the peer is what the next night's gate (and `make update`) reads as the run's ranking.
+    run.promote(copied.runs_dir)
+    ranker, described = gate.promoted_ranker(copied, RunFolder.create(copied.runs_dir, {}))
+    assert isinstance(ranker, rank.PeerRanker) and described["stand_in"] == peer["name"]

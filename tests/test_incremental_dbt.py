@@ -28,7 +28,6 @@ pytestmark = pytest.mark.integration  # every test here builds with dbt in its f
 
 DROP_DAYS = 2
 END = "2026-10-31"  # the demo shop's end date: its last day is the day before
-NO_UNIT_TESTS = ("--exclude", "test_type:unit")
 LATE_AT, CORRECTED_AT = "12:00:00", "12:01:00"
 
 
@@ -99,16 +98,16 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict:
         tiny_settings(root / "full", source="files", raw_path=everything), root / "full/b", timings, "full"
     )
     incremental_settings = tiny_settings(root / "inc", source="files", raw_path=arriving)
-    incremental = _build(incremental_settings, root / "inc/b", timings, "base", *NO_UNIT_TESTS)
+    incremental = _build(incremental_settings, root / "inc/b", timings, "base", *dbt.NO_UNIT_TESTS)
     for day in range(DROP_DAYS):
         arrived = arrivals.release_next_day(arriving)
         assert [p.name for p in arrived] == [
             f"events-{first_drop + dt.timedelta(day)}.parquet",
             f"searches-{first_drop + dt.timedelta(day)}.parquet",
         ]
-        _build(incremental_settings, root / "inc/b", timings, f"drop {day + 1}", *NO_UNIT_TESTS)
+        _build(incremental_settings, root / "inc/b", timings, f"drop {day + 1}", *dbt.NO_UNIT_TESTS)
     _copy_build(incremental, root / "inc/rerun")
-    rerun = _build(incremental_settings, root / "inc/rerun", timings, "rerun", *NO_UNIT_TESTS)
+    rerun = _build(incremental_settings, root / "inc/rerun", timings, "rerun", *dbt.NO_UNIT_TESTS)
     _copy_build(incremental, root / "inc/refreshed")
     refreshed = _build(
         incremental_settings,
@@ -116,7 +115,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timings,
         "full refresh",
         "--full-refresh",
-        *NO_UNIT_TESTS,
+        *dbt.NO_UNIT_TESTS,
     )
     print("dbt build timings (s):", timings)
     return {

@@ -49,6 +49,17 @@ def test_settings_read_the_environment(monkeypatch, tmp_path: Path) -> None:
     assert settings.environ()["AISLE_RAW_FORMAT"] == "csv"
 
 
+def test_a_relative_workspace_is_where_the_command_runs(monkeypatch, tmp_path: Path) -> None:
+    # Feast reads a relative online-store path against its repo folder: every path must be absolute.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AISLE_DATA_DIR", "nights/data")
+    settings = Settings()
+    assert settings.data_dir == tmp_path / "nights" / "data"
+    run_folder_store = settings.runs_dir / "20261207T000000-1" / "online_store.db"
+    assert run_folder_store.is_absolute() and settings.online_store_path.is_absolute()
+    assert Settings(search_evaluation_cache_dir="cache").search_evaluation_cache_dir == tmp_path / "cache"
+
+
 def test_default_model_is_the_bundled_minilm() -> None:
     path = Path(Settings(model_name="").resolved_model_name)
     assert (path / "config.json").exists()

@@ -30,7 +30,7 @@ from scoring.errors import AisleError
 from scoring.features import feature_store
 from scoring.ingest.prepare import next_day, prepare_raw
 from scoring.pipeline import publish, update
-from scoring.pipeline.build import build_features
+from scoring.pipeline.build import BUILD_RECORD, build_features
 from scoring.pipeline.lock import RunInProgress
 from scoring.pipeline.run_folder import RunFolder
 from scoring.pipeline.stages import score_run
@@ -87,7 +87,14 @@ def _snapshot(settings: Settings) -> dict:
         "scored": set(pd.read_parquet(current / "users.parquet")["user_id"]),
         "manifest": json.loads((current / "manifest.json").read_text()),
         "served": _served_lists(settings),
+        "dbt_resources": _dbt_resources(settings.live_dir),
     }
+
+
+def _dbt_resources(build: Path) -> set[str]:
+    """The kinds of node (model, test, unit_test, ...) the build's `dbt build` ran."""
+    results = json.loads((build / "target" / "run_results.json").read_text())["results"]
+    return {result["unique_id"].split(".")[0] for result in results}
 
 
 def _served_lists(settings: Settings) -> pd.DataFrame:
@@ -194,6 +201,25 @@ def test_incremental_update_equals_full_build(day_n) -> None:
         assert {u: list(v) for u, v in served.items()} == {u: list(v) for u, v in lists.items()}
 
 
+def test_an_update_leaves_the_sql_unit_tests_to_the_build_that_passed_them(day_n) -> None:
+    """SQL unit tests read fixtures, never data: the nightly build runs them, and an update of the same
+    dbt project runs every model and data test but not them again, until the project changes."""
+    settings, incremental, full, _ = day_n
+    rescored, updated = full["manifest"]["build_record"], incremental["manifest"]["build_record"]
+    assert rescored["kind"] == "full" and "unit_test" in full["dbt_resources"]
+    assert rescored["unit_tests_passed_in"] == full["manifest"]["build"]
+    assert updated["unit_tests_passed_in"] == updated["seeded_from"]  # the nightly build
+    assert {"model", "test"} <= incremental["dbt_resources"]
+    assert "unit_test" not in incremental["dbt_resources"]
+
+    # The live build was made by another version of the project: the next update runs them again.
+    record_path = settings.live_dir / BUILD_RECORD
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "dbt_project": "another"}))
+    build = build_features(settings, incremental=True)
+    assert json.loads((build / BUILD_RECORD).read_text())["unit_tests_passed_in"] == build.name
+    assert "unit_test" in _dbt_resources(build)
+
+
 def test_update_with_no_new_data_changes_nothing(day_n) -> None:
     settings = day_n[0]
     current = (settings.runs_dir / "current").resolve()
@@ -213,7 +239,7 @@ def test_failed_update_leaves_the_publication_and_current_run(day_n) -> None:
     broken = settings.resolved_raw_path / "events-2099-01-01.parquet"
     broken.write_bytes(b"not a parquet file")
     try:
-        with pytest.raises(AisleError, match="dbt build failed"):
+        with pytest.raises(AisleError, match="dbt build (.+ )?failed"):
             update.run(settings)
     finally:
         broken.unlink()

@@ -3,7 +3,9 @@
 A full build (`make score`, `aisle features`) starts from an empty folder. An incremental build
 (`make update`) starts from copies of the live build's warehouse, marts and registry and of the live
 online store: dbt's incremental models load only the raw files not loaded yet, the table models rebuild
-over them, and Feast materializes only the new interval (feature_store.materialize_since). Both end the
+over them, and Feast materializes only the new interval (feature_store.materialize_since). Its data
+tests all run; its SQL unit tests, which read fixtures and never data, run only when the dbt project
+changed since the build that last passed them (the nightly one, as a rule). Both end the
 same way: the online store's feature tables, then the `data/live` link, move to the new folder only once
 every model, test and materialization passed. Each build folder records what it did in `build.json`.
 """
@@ -47,10 +49,14 @@ def build_features(settings: Settings, incremental: bool = False) -> Path:
         "started_at": datetime.now(UTC).isoformat(),
     }
     previous = settings.live_dir.resolve() if incremental else None
+    record["dbt_project"] = dbt.project_digest(settings.engine)
     if previous is not None:
         _seed(settings, previous, staged)
         record["seeded_from"] = previous.name
-    dbt.run(staged, "build")
+    # The build whose SQL unit tests passed for this project: an earlier one, or this one runs them.
+    unit_tested = _unit_tested(previous, record["dbt_project"])
+    dbt.run(staged, "build", *(dbt.NO_UNIT_TESTS if unit_tested else ()))
+    record["unit_tests_passed_in"] = unit_tested or root.name
     if previous is not None:
         _check_marts_moved(staged, previous)
     feature_store.apply(staged)
@@ -76,6 +82,19 @@ def build_features(settings: Settings, incremental: bool = False) -> Path:
     swap_link(settings.live_dir, root)
     prune(settings.builds_dir, settings.keep_builds, protect=settings.live_dir)
     return root
+
+
+def _unit_tested(previous: Path | None, project: str) -> str | None:
+    """The build that ran the SQL unit tests of this very dbt project, when an incremental build starts
+    from one (the live build, or the one it found them passed in): its unit tests need not run again.
+    A full build, or a project changed since, runs them."""
+    record = previous / BUILD_RECORD if previous is not None else None
+    if record is None or not record.exists():
+        return None
+    live = json.loads(record.read_text())
+    if live.get("dbt_project") != project:
+        return None
+    return live.get("unit_tests_passed_in")
 
 
 def _replay_served_events(settings: Settings, fs: FeatureStore, log: EventLog) -> int:

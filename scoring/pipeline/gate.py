@@ -14,10 +14,16 @@ figure the rank stage records) of:
   ranker's, or when no run was promoted yet;
 - the best simple peer (the best of the `peer_*` columns).
 With fewer held-out buyers than `gate_min_users` a difference of a few percent is noise: the figures are
-recorded, the outcome is `unjudged` and the run goes through. Otherwise the gate refuses when this run's
-NDCG is below either by more than `gate_margin` (relative): GateRefused stops the run before `publish`,
-so the last publication and `runs/current` stay as they were, and the job marks the run `refused`
-(scoring/pipeline/job.py). `force_publish` publishes anyway, and the manifest says so.
+recorded, the outcome is `unjudged` and the run goes through. Otherwise this run's ranker fails when its
+NDCG is below either by more than `gate_margin` (relative). Then:
+- when the best simple peer beat it and no comparable promoted ranker did at least as well as that peer
+  (on a first night there is none), the peer stands in (outcome `peer`; setting `gate_stand_in`): the
+  select stage's lists are chosen again from the peer's order, published, and the run is promoted with
+  the peer as its ranking (rank.PeerRanker), so a new shop whose ranker cannot yet beat repurchase still
+  gets lists;
+- otherwise GateRefused stops the run before `publish`, so the last publication and `runs/current` stay
+  as they were, and the job marks the run `refused` (scoring/pipeline/job.py).
+`force_publish` publishes the ranker's lists anyway, and the manifest says so.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ TRUTH_FILE = "holdout_truth.parquet"
 PEER_PREFIX = "peer_"
 PROMOTED_RUN = "promoted_run"
 BEST_PEER = "best_peer"
+# The outcome of a run whose ranker lost to a simple peer that then stood in for it (`stand_in`).
+STAND_IN = "peer"
 # How the message and the summary name each comparison (then its run id or peer name).
 DESCRIBED = {PROMOTED_RUN: "the last promoted run's ranker", BEST_PEER: "the best simple peer"}
 
@@ -52,7 +60,7 @@ class GateRefused(AisleError):
         self.record = record
 
 
-def promoted_ranker(settings: Settings, run: RunFolder) -> tuple[rank.Ranker | None, dict]:
+def promoted_ranker(settings: Settings, run: RunFolder) -> tuple[rank.Ranker | rank.PeerRanker | None, dict]:
     """The last promoted run's ranker, or None with the reason it is not comparable with this run's."""
     current = settings.runs_dir / "current"
     if not current.exists():
@@ -61,9 +69,11 @@ def promoted_ranker(settings: Settings, run: RunFolder) -> tuple[rank.Ranker | N
     if current.resolve() == run.root.resolve():
         return None, {"run_id": run_id, "comparable": False, "reason": "the promoted run is this run"}
     try:
-        promoted = rank.Ranker.load(current, threads=settings.threads)
+        promoted = rank.load(current, threads=settings.threads)
     except FileNotFoundError:
         return None, {"run_id": run_id, "comparable": False, "reason": f"run {run_id} kept no ranker"}
+    if isinstance(promoted, rank.PeerRanker):  # reads features every run's holdout has
+        return promoted, {"run_id": run_id, "comparable": True, "stand_in": promoted.peer}
     theirs = promoted.feature_names()
     ours = rank.Ranker.load(run.root, threads=settings.threads).feature_names()
     if theirs != ours:
@@ -120,20 +130,49 @@ def decide(ours: float, promoted: dict, peers: dict[str, float], margin: float) 
     return comparisons
 
 
-def refusal_message(run_id: str, record: dict, forced: bool) -> str:
-    """One paragraph: the figures, the margin, which comparison failed, what stays (or that it was
-    published by force), how to force."""
-    k, margin = record["k"], record["margin"]
+def stand_in(record: dict) -> str | None:
+    """The best simple peer, when it beat this run's ranker by more than the margin and no comparable
+    promoted ranker did at least as well as it on the same holdout: the shop then gets that peer's
+    lists, not yesterday's (or, on a first night, none). Otherwise None: the last publication stays."""
+    against = {c["against"]: c for c in record["comparisons"]}
+    peer, promoted = against[BEST_PEER], against[PROMOTED_RUN]
+    if not peer["comparable"] or peer["passed"]:
+        return None
+    if promoted["comparable"] and promoted["ndcg"] >= peer["ndcg"]:
+        return None
+    return peer["name"]
+
+
+def _figures(record: dict) -> str:
+    """The holdout's figures and the comparisons this run's ranker failed, as a sentence."""
     failed = [c for c in record["comparisons"] if c["comparable"] and not c["passed"]]
     below = " and ".join(
         f"{DESCRIBED[c['against']]} ({c['name']}: {c['ndcg']:.4f}; this run is {c['change']:+.1%}, "
         f"the floor {c['floor']:.4f})"
         for c in failed
     )
-    figures = (
-        f"on the holdout ({record['users']} held-out users' label-window purchases) its ranker's NDCG@{k} is "
-        f"{record['ndcg']['this_run']:.4f}, more than the margin of {margin:.0%} below {below}."
+    return (
+        f"on the holdout ({record['users']} held-out users' label-window purchases) its ranker's "
+        f"NDCG@{record['k']} is {record['ndcg']['this_run']:.4f}, more than the margin of "
+        f"{record['margin']:.0%} below {below}."
     )
+
+
+def stand_in_message(run_id: str, record: dict, peer: str) -> str:
+    """One paragraph: the figures, which peer's lists were published instead, what ranks until when."""
+    return (
+        f"The publish gate put the simple peer {peer} in place of run {run_id}'s ranker: {_figures(record)} "
+        f"The run published {peer}'s lists and was promoted with {peer} as its ranking, which `make update` "
+        f"uses until a night's ranker passes the gate. To publish this run's ranker anyway, run `aisle "
+        f"score --force-publish` (or set AISLE_FORCE_PUBLISH=1)."
+    )
+
+
+def refusal_message(run_id: str, record: dict, forced: bool) -> str:
+    """One paragraph: the figures, the margin, which comparison failed, what stays (or that it was
+    published by force), how to force."""
+    margin = record["margin"]
+    figures = _figures(record)
     if forced:
         return (
             f"The publish gate would have refused run {run_id}: {figures} It was published by force_publish."
@@ -148,7 +187,8 @@ def refusal_message(run_id: str, record: dict, forced: bool) -> str:
 
 
 def gate_run(settings: Settings, run: RunFolder) -> dict:
-    """The stage: measure, compare, and refuse (raise GateRefused) unless the run passes or is forced."""
+    """The stage: measure, compare, and refuse (raise GateRefused) unless the run passes, a peer stands
+    in (scoring/pipeline/stages.py then publishes its lists) or the run is forced."""
     holdout = pd.read_parquet(run.path(HOLDOUT_FILE))
     truth = pd.read_parquet(run.path(TRUTH_FILE), columns=["user_id", "item_id"])
     k, margin = settings.top_n, settings.gate_margin
@@ -189,6 +229,11 @@ def gate_run(settings: Settings, run: RunFolder) -> dict:
         return {**record, "outcome": "unjudged"}
     if all(c.get("passed", True) for c in comparisons):  # a reference not comparable judges nothing
         return record
+    peer = stand_in(record) if settings.gate_stand_in else None
+    if not settings.force_publish and peer is not None:
+        message = stand_in_message(run.run_id, record, peer)
+        console.print(f"[bold yellow]{message}")
+        return {**record, "outcome": STAND_IN, "stand_in": peer, "message": message}
     if not settings.force_publish:
         message = refusal_message(run.run_id, record, forced=False)
         raise GateRefused(message, {**record, "outcome": "refused", "message": message})
@@ -208,4 +253,7 @@ def summary(record: dict) -> str:
             parts.append(f"{DESCRIBED[c['against']]} ({c['name']}) {c['ndcg']:.4f}")
         else:
             parts.append(f"{DESCRIBED[c['against']]}: {c['reason']}")
-    return "; ".join(parts) + f" (margin {record['margin']:.0%}, {record['users']} held-out buyers)"
+    line = "; ".join(parts) + f" (margin {record['margin']:.0%}, {record['users']} held-out buyers)"
+    if record["outcome"] == STAND_IN:
+        line += f"; published {record['stand_in']}'s lists in the ranker's place"
+    return line

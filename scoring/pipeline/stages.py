@@ -238,7 +238,7 @@ def rank_candidates(settings: Settings, run: RunFolder) -> dict:
 
 
 def score(
-    settings: Settings, ranker: rank.Ranker, candidates: pd.DataFrame, as_of: pd.Timestamp
+    settings: Settings, ranker: rank.Ranker | rank.PeerRanker, candidates: pd.DataFrame, as_of: pd.Timestamp
 ) -> pd.DataFrame:
     """The ranker's score of every candidate with its features as of `as_of`: ranked.parquet's rows."""
     featured = rank.with_features(settings, candidates, as_of)
@@ -255,12 +255,10 @@ def score(
 def _holdout(frame: pd.DataFrame, ranker: rank.Ranker, window: pd.DataFrame, run: RunFolder, k: int) -> dict:
     """Score the held-out users' label-window candidates, write them with the simple peers' scores for
     the gate (holdout.parquet, holdout_truth.parquet), and measure the ranker on them. The simple peers
-    are repurchase (time-decayed, then popularity) and popularity; EASE and TIFU-KNN are the ranker's
-    own inputs, compared in `make evaluate`."""
+    are rank.PEERS."""
     frame = frame.assign(
         score=ranker.predict(frame) if len(frame) else [],
-        peer_decayed_repurchase=frame["repeat"] + 1e-3 * frame["popular"],
-        peer_popular=frame["popular"],
+        **{f"{gate.PEER_PREFIX}{name}": peer(frame) for name, peer in rank.PEERS.items()},
     )
     truth = window[window["user_id"].isin(set(frame["user_id"]))][["user_id", "item_id"]].drop_duplicates()
     frame.to_parquet(run.path("holdout.parquet"), index=False)
@@ -305,6 +303,22 @@ def check(settings: Settings, run: RunFolder) -> dict:
     return {"ok": True}
 
 
+def gate_lists(settings: Settings, run: RunFolder) -> dict:
+    """The publish gate (scoring/pipeline/gate.py); when it puts a simple peer in place of the ranker,
+    the peer ranks every live candidate, both lists are chosen again from its order and checked, and the
+    peer is saved as the run's ranking (what `make update` reads) beside the ranker that lost."""
+    record = gate.gate_run(settings, run)
+    if record["outcome"] != gate.STAND_IN:
+        return record
+    peer = rank.PeerRanker(record["stand_in"])
+    ranked = pd.read_parquet(run.path("ranked.parquet"))
+    ranked.assign(score=peer.predict(ranked)).to_parquet(run.path("ranked.parquet"), index=False)
+    peer.save(run.root)
+    record["select"] = lists.select_lists(settings, run)
+    record["validate"] = check(settings, run)
+    return record
+
+
 def publish_lists(settings: Settings, run: RunFolder) -> dict:
     """Publish the run's lists and candidate pool, and record each user's inputs (publish.user_inputs)
     so the next `make update` knows whose data changed since."""
@@ -330,7 +344,7 @@ STAGES: dict[str, Callable[[Settings, RunFolder], dict]] = {
     "select": lists.select_lists,
     "validate": check,
     "monitor": monitor_run,
-    "gate": gate.gate_run,
+    "gate": gate_lists,
     "publish": publish_lists,
 }
 

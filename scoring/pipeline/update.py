@@ -246,7 +246,7 @@ def score_users(
         candidates.to_parquet(run_folder.path("candidates.parquet"), index=False)
         record.update(rows=len(candidates), by_source=candidates["source"].value_counts().to_dict())
     with run_folder.stage("rank") as record:
-        ranker = rank.Ranker.load(parent.root, threads=settings.threads)
+        ranker = rank.load(parent.root, threads=settings.threads)
         ranked = stages.score(settings, ranker, candidates, as_of)
         ranked.to_parquet(run_folder.path("ranked.parquet"), index=False)
         record.update(rows=len(ranked), users=int(ranked["user_id"].nunique()))

@@ -19,6 +19,8 @@ training: the ranker's AUC and NDCG are measured on them, and the publish gate c
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,9 +267,9 @@ class Ranker:
 
     def save(self, folder: Path) -> None:
         """One LightGBM text file per model: ranker.txt (one model) or ranker_<segment>.txt; a rerun's
-        leftovers of the other layout are removed."""
-        for stale in folder.glob("ranker*.txt"):
-            stale.unlink()
+        leftovers of the other layout, and a peer that stood in for an earlier fit, are removed."""
+        for stale in [*folder.glob("ranker*.txt"), folder / PEER_FILE]:
+            stale.unlink(missing_ok=True)
         for name, model in self.models.items():
             model.save_model(str(folder / ("ranker.txt" if name == "all" else f"ranker_{name}.txt")))
 
@@ -281,3 +283,39 @@ class Ranker:
         if "all" in found and len(found) > 1:
             found.pop("all")
         return cls(threads=threads, split_repeat="all" not in found, models=found)
+
+
+# The simple peers the publish gate holds the ranker to, each a score over a candidate's features:
+# repurchase (time-decayed, popularity breaking ties) and popularity. EASE and TIFU-KNN are the ranker's
+# own inputs, compared in `make evaluate`.
+PEERS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "decayed_repurchase": lambda frame: frame["repeat"] + 1e-3 * frame["popular"],
+    "popular": lambda frame: frame["popular"],
+}
+PEER_FILE = "ranker_peer.json"
+
+
+@dataclass(frozen=True)
+class PeerRanker:
+    """A simple peer standing in for a run's learned ranker, which lost to it on the gate's holdout
+    (scoring/pipeline/gate.py): the run publishes the peer's order, and `make update` and the next
+    night's gate read the run's ranking through `load`, as for any run."""
+
+    peer: str
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return PEERS[self.peer](frame).to_numpy(dtype=float)
+
+    def feature_names(self) -> list[str]:
+        return ["popular", "repeat"] if self.peer == "decayed_repurchase" else ["popular"]
+
+    def save(self, folder: Path) -> None:
+        (folder / PEER_FILE).write_text(json.dumps({"peer": self.peer}))
+
+
+def load(folder: Path, threads: int = 2) -> Ranker | PeerRanker:
+    """What ranks a run's candidates: the peer that stood in for its ranker, else its LightGBM ranker
+    (FileNotFoundError when the folder holds neither)."""
+    if (folder / PEER_FILE).exists():
+        return PeerRanker(json.loads((folder / PEER_FILE).read_text())["peer"])
+    return Ranker.load(folder, threads)

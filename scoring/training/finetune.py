@@ -17,8 +17,12 @@ tomorrow's searches repeat today's head queries. The texts' vectors are kept by 
 (scoring/training/text_vectors.py): the base model's in the workspace, as they repeat every night, the
 fine-tuned model's in the run folder, where the embed stage reads the item texts' back.
 
-The step budget is bounded by settings. On CUDA it runs under bf16 autocast. It reads only Parquet
-from the run folder, so it can run alone on a GPU host (`python -m scoring.training.finetune RUN_DIR`).
+The step budget is bounded by settings. Steps run under bf16 autocast where the hardware multiplies bf16
+natively (a CUDA GPU, or a CPU with AMX: 1.6x the steps per second on 2 cores), in fp32 elsewhere
+(settings.finetune_bf16); the weights, the loss and the optimizer stay fp32. Embedding on a CPU stays
+fp32: a bf16 vector would depend on which other texts share its padded batch far more than an fp32 one.
+It reads only Parquet from the run folder, so it can run alone on a GPU host
+(`python -m scoring.training.finetune RUN_DIR`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ def pick_device(requested: str) -> str:
     if requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bf16_native(device: str) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware: a CUDA GPU with bf16, or a CPU with AMX tiles
+    (Sapphire Rapids and later). Only there does bf16 autocast make training faster; on other CPUs torch
+    emulates bf16 and a step is slower than in fp32."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and torch.cpu._is_amx_tile_supported()
 
 
 def load_model(name_or_path: str, device: str, max_seq_length: int) -> SentenceTransformer:
@@ -163,7 +176,7 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
         optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
     )
     rng = np.random.default_rng(settings.seed)
-    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    use_bf16 = settings.finetune_bf16 == "auto" and bf16_native(device)
     losses: list[tuple[int, float]] = []
     model.train()
     start = time.perf_counter()
@@ -182,7 +195,7 @@ def finetune(pairs: pd.DataFrame, settings: Settings, out_dir: Path, log_every: 
             [rng.choice(rows_of[t], size=min(n, len(rows_of[t])), replace=False) for t, n in plan.items()]
         )
         rows = train.iloc[idx]
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
             queries = _embed(model, rows["query"].tolist())
             positives = _embed(model, rows["positive"].tolist())
             log_q = torch.log(torch.as_tensor(frequency[idx], dtype=torch.float32))

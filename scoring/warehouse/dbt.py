@@ -6,13 +6,19 @@ dbt runs with the environment of the one settings object, so `make score` and a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from scoring.errors import AisleError
 from scoring.settings import DBT_DIR, Settings
+
+# What a dbt build's SQL is made of: two builds with the same files and versions run the same SQL.
+PROJECT_FILES = ("dbt_project.yml", "models", "macros", "seeds", "tests")
+NO_UNIT_TESTS = ("--exclude-resource-type", "unit_test")
 
 
 class DbtBuildError(AisleError):
@@ -54,3 +60,21 @@ def run(settings: Settings, *args: str) -> None:
             f"dbt {' '.join(args)} failed (exit {result.returncode}); the failing models and tests are "
             f"listed above and in {target / 'run_results.json'}"
         )
+
+
+def project_digest(engine: str) -> str:
+    """A digest of the dbt project's files, the engine and dbt's and its adapter's versions.
+
+    A SQL unit test reads fixed fixtures, never the warehouse's data, so it passes or fails with the
+    project's code alone: a build whose digest equals one that already ran the unit tests need not run
+    them again (an update between two nightly builds, scoring/pipeline/build.py).
+    """
+    digest = hashlib.sha256(f"{engine}\n".encode())
+    for package in ("dbt-core", f"dbt-{engine}"):
+        digest.update(f"{package}=={version(package)}\n".encode())
+    for part in PROJECT_FILES:
+        path = DBT_DIR / part
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(file.relative_to(DBT_DIR).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
