@@ -13,7 +13,8 @@ nightly runs processes only what is new and trains nothing:
    fine-tuned model and added to its FAISS index; the users' histories (as of the new scoring time) are
    embedded by the same model, one at a time, so a user's query vector never depends on who else is
    scored; candidates come from the same sources with the run's tuned knobs, global models fitted on
-   everyone's purchases (retrieval/candidates.py); the promoted ranker scores them with Feast's
+   everyone's purchases (retrieval/candidates.py); the promoted run's ranking (its ranker, or the peer
+   the gate put in its place, rank.load) scores them with Feast's
    features as of the new scoring time; the select stage picks both lists and their reasons.
 4. An update run folder (kind `update`, its parent the promoted run) holds the extended items, item
    vectors and index beside hardlinks to every other file of the parent (model, rankers, search), so

@@ -306,9 +306,6 @@ class PeerRanker:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return PEERS[self.peer](frame).to_numpy(dtype=float)
 
-    def feature_names(self) -> list[str]:
-        return ["popular", "repeat"] if self.peer == "decayed_repurchase" else ["popular"]
-
     def save(self, folder: Path) -> None:
         (folder / PEER_FILE).write_text(json.dumps({"peer": self.peer}))
 
