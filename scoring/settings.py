@@ -126,10 +126,37 @@ class Settings(BaseSettings):
         "the run has any; the rest are recommendation pairs (history -> next item).",
     )
     finetune_holdout_pairs: int = Field(
-        200,
+        500,
         ge=0,
-        description="Pairs per task held out of fine-tuning (at most a fifth of the task's pairs) to measure "
-        "recall@10 over all the pairs' items, zero-shot and fine-tuned.",
+        description="About how many pairs per task are held out of fine-tuning (at most a fifth of the "
+        "task's pairs; whole users and queries, the same every night) to measure recall@10 over all the "
+        "pairs' items: zero-shot, promoted and fine-tuned.",
+    )
+    finetune_mode: Literal["both", "head", "full"] = Field(
+        "both",
+        description="head: a linear head on the frozen encoder's cached vectors (seconds, all the night's "
+        "pairs); full: every weight for finetune_steps steps; both: train both, and the better on the "
+        "held-out pairs is the night's fine-tuned model (which wins depends on the shop).",
+    )
+    finetune_head_steps: int = Field(300, ge=1, description="Optimizer steps of the head (head mode).")
+    finetune_head_batch_size: int = Field(256, ge=2, description="Pairs per step of the head (head mode).")
+    finetune_head_learning_rate: float = 1e-3
+    finetune_head_pairs: int = Field(
+        8_000,
+        ge=1,
+        description="At most this many of each task's training pairs teach the head (a seeded sample): "
+        "their texts are embedded once by the frozen encoder, and kept in the workspace's cache.",
+    )
+    finetune_warm_start: bool = Field(
+        True,
+        description="Fine-tune from the promoted run's model, so the encoder keeps learning night after "
+        "night; false starts every night from the base model.",
+    )
+    finetune_gate_margin: float = Field(
+        0.0,
+        description="A night's fine-tuned encoder ships only if its mean held-out recall@10 (over the tasks) "
+        "beats the model it would replace (the promoted run's, else the zero-shot base) by more than this; "
+        "otherwise that model ships again. -1 ships every fine-tune.",
     )
     embed_batch_size: int = Field(
         32,

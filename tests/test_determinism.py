@@ -87,6 +87,13 @@ def _scored_copy(workspace: Settings, folder: Path, hash_seed: str) -> tuple[Set
     return settings, Path(result.stdout.strip().splitlines()[-1])
 
 
+def _untimed(record: object, timed: tuple[str, ...]) -> object:
+    """A JSON record without its timing keys, at any depth (each way of fine-tuning times itself)."""
+    if isinstance(record, dict):
+        return {k: _untimed(v, timed) for k, v in record.items() if k not in timed}
+    return record
+
+
 def _differs(ours: Path, theirs: Path, name: str) -> str | None:
     """Why two runs' files of the same name differ, or None when they are the same."""
     if ours.suffix == ".parquet":
@@ -98,10 +105,7 @@ def _differs(ours: Path, theirs: Path, name: str) -> str | None:
     if ours.suffix == ".npy":
         return None if np.array_equal(np.load(ours), np.load(theirs)) else "other values"
     if name in TIMED:
-        a, b = (
-            {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMED[name]}
-            for p in (ours, theirs)
-        )
+        a, b = (_untimed(json.loads(p.read_text()), TIMED[name]) for p in (ours, theirs))
         return None if a == b else "other values"
     return None if ours.read_bytes() == theirs.read_bytes() else "other bytes"
 

@@ -4,6 +4,7 @@ import pytest
 
 from scoring.ranking import rank, select
 from scoring.settings import Settings
+from scoring.training.holdout import held_out
 
 
 def _synthetic(n_users: int = 60, per_user: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -71,11 +72,11 @@ def test_a_split_ranker_learns_repeats_and_new_items_apart_and_survives_a_save(t
 
 def test_the_holdout_is_a_stable_share_of_users() -> None:
     users = pd.Series([f"u{i}" for i in range(2000)]).repeat(3)
-    held = rank.held_out(users, 0.2)
+    held = held_out(users, 0.2)
     per_user = pd.Series(held).groupby(users.to_numpy()).agg(["min", "max"])
     assert (per_user["min"] == per_user["max"]).all()  # a user is held out whole
     assert 0.17 < per_user["min"].mean() < 0.23
-    assert (rank.held_out(users.iloc[::-1], 0.2)[::-1] == held).all()  # order does not matter
+    assert (held_out(users.iloc[::-1], 0.2)[::-1] == held).all()  # order does not matter
 
 
 def test_holdout_ndcg_counts_purchases_never_proposed_as_misses() -> None:

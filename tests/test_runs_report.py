@@ -246,7 +246,10 @@ def test_a_scoring_run_records_the_monitor_and_the_page_shows_its_figures(
     monitor = manifest["stages"]["monitor"]
     assert {"quarantine", "quality", "profile", "drift", "reference_run", "build"} <= set(monitor)
     assert monitor["quality"]["unmapped_tests"] == [] and monitor["profile"]
-    # The page reads the run's folder (the fixture wrote no history): holdout figures and gate outcome.
+    # The page reads the run's folder (the fixture wrote no history): the encoder's held-out recall and
+    # which encoder shipped, holdout figures and gate outcome.
     text = runs.build(settings, tmp_path / "runs.html").read_text()
     assert manifest["run_id"] in text and "holdout auc" in text
+    shipped = manifest["stages"]["finetune"]["encoder"]["shipped"]
+    assert "encoder recommend.recall_at_10_zero_shot" in text and f"<td>{shipped}</td>" in text
     assert f"<td>{runs.gate_outcome(history.entry(manifest))}</td>" in text

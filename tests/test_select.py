@@ -26,7 +26,8 @@ from tests.conftest import tiny_settings
 
 REASON = re.compile(
     r"^(You bought this (once,|(twice|\d+ times), (last|most recently)) (today|yesterday|\d+ days ago)"
-    r"|Often bought with .+, which you bought|Similar to .+, which you bought|Popular this month)$"
+    r"|Often bought with .+, which you bought|(Similar to|New, like) .+, which you bought"
+    r"|Popular this month)$"
 )
 
 
@@ -144,7 +145,7 @@ def test_reasons_name_what_the_user_bought_and_why() -> None:
         "You bought this 3 times, last 12 days ago",
         "You bought this once, yesterday",
         "Often bought with Teapot, which you bought",  # ten shoppers bought both: co-purchase first
-        "Similar to k, which you bought",  # nobody bought z: its nearest past item (k has no title: its id)
+        "New, like k, which you bought",  # nobody bought z: its nearest past item (k has no title: its id)
         "Popular this month",  # only the popular source proposed it
         "Similar to Teapot, which you bought",  # q's buyers never bought u's items
     ]
@@ -152,7 +153,13 @@ def test_reasons_name_what_the_user_bought_and_why() -> None:
     assert explain.bought_text(2, 0.4) == "You bought this twice, most recently today"
     assert explain.bought_text(4, 1.2) == "You bought this 4 times, most recently yesterday"
     assert explain.bought_text(2, np.nan) == "You bought this twice"  # the last date unknown: no time
-    assert explain.kinds(reasons) == {"Often bought with": 1, "Popular": 1, "Similar to": 2, "You bought": 2}
+    assert explain.kinds(reasons) == {
+        "New, like": 1,
+        "Often bought with": 1,
+        "Popular": 1,
+        "Similar to": 1,
+        "You bought": 2,
+    }
 
 
 def test_a_shared_shopper_or_a_chance_overlap_is_not_often_bought_with() -> None:

@@ -101,8 +101,9 @@ def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: di
     table.add_row(
         "fine-tuning loss",
         f"{metrics['loss_first']:.3f} (step 0) -> {metrics['loss_last']:.3f} (step {metrics['steps'] - 1}),"
-        f" {metrics['device']}",
+        f" {metrics['best']}, {metrics['device']}",
     )
+    table.add_row("encoder", _encoder_summary(metrics))
     table.add_row("search", _search_summary(run_folder.manifest["stages"]))
     table.add_row("publish gate", gate.summary(run_folder.manifest["stages"].get("gate", {})))
     for name, seconds in timings.items():
@@ -111,6 +112,16 @@ def summary(settings: Settings, run_folder: RunFolder, result: dict, timings: di
     table.add_row("recommendations", str(settings.published_recommendations))
     table.add_row("run folder", str(run_folder.root))
     console.print(table)
+
+
+def _encoder_summary(metrics: dict) -> str:
+    """Which encoder the run ships and why, with each task's held-out recall@10 along the way."""
+    line = metrics.get("encoder", {}).get("message", "")
+    for task, record in metrics.get("held_out", {}).items():
+        names = [n for n in ("zero_shot", "promoted", "head", "full") if f"recall_at_10_{n}" in record]
+        figures = " / ".join(f"{record[f'recall_at_10_{n}']:.3f}" for n in names)
+        line += f"; {task} {figures} ({' / '.join(names)})"
+    return line
 
 
 def _search_summary(stages: dict) -> str:

@@ -28,6 +28,7 @@ from scoring.settings import Settings
 from scoring.training import training_data
 from scoring.training.embed import embed_run
 from scoring.training.finetune import finetune
+from scoring.training.holdout import held_out
 from scoring.warehouse import tables
 
 
@@ -68,8 +69,23 @@ def make_pairs(settings: Settings, run: RunFolder) -> dict:
 
 
 def fine_tune(settings: Settings, run: RunFolder) -> dict:
-    metrics = finetune(pd.read_parquet(run.path("pairs.parquet")), settings, run.path("model"))
+    metrics = finetune(
+        pd.read_parquet(run.path("pairs.parquet")),
+        settings,
+        run.path("model"),
+        incumbent=_promoted_model(settings, run),
+    )
     return {k: v for k, v in metrics.items() if k != "loss_curve"}
+
+
+def _promoted_model(settings: Settings, run: RunFolder) -> Path | None:
+    """The model in production (the promoted run's), which tonight's fine-tune must beat; None on a first
+    night, or for a stage rerun in the promoted run's own folder."""
+    current = settings.runs_dir / "current"
+    if not current.exists() or current.resolve() == run.root.resolve():
+        return None
+    model = current.resolve() / "model"
+    return model if (model / "modules.json").exists() else None
 
 
 def embed(settings: Settings, run: RunFolder) -> dict:
@@ -222,7 +238,7 @@ def rank_candidates(settings: Settings, run: RunFolder) -> dict:
     window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
     train = rank.with_features(settings, pd.read_parquet(run.path("candidates_label.parquet")), label_start)
     label = rank.labels(train, window)
-    held = rank.held_out(train["user_id"], settings.holdout_share)
+    held = held_out(train["user_id"], settings.holdout_share)
     ranker = rank.Ranker.from_settings(settings).fit(train[~held], label[~held])
     ranker.save(run.root)
     holdout = _holdout(train[held].assign(label=label[held]), ranker, window, run, settings.top_n)

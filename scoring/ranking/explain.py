@@ -11,7 +11,8 @@ The first that holds, in this order (the most personal and the easiest to check 
 3. popularity, when the popular source proposed it and no personal source did: "Popular this month"
    (the popular source's window: "this week", "this month" or "in the last N days");
 4. the user's past item closest to it in the run's item embeddings (the fine-tuned model's space, the one
-   the embedding source searches): "Similar to <title>, which you bought";
+   the embedding source searches): "Similar to <title>, which you bought", or for an item nobody bought
+   yet (a new listing, which only its text can place) "New, like <title>, which you bought";
 5. a user with no purchase before the scoring time: the popularity text.
 
 A reason names only what the user bought before the scoring time, from the same purchases the candidates
@@ -120,15 +121,18 @@ def reasons(recs: pd.DataFrame, evidence: Evidence, popular_days: int, min_co_bu
     personal = recs[list(PERSONAL_SOURCES)].to_numpy()[rest].max(axis=1) > 0
     popular_only = (recs["popular"].to_numpy()[rest] > 0) & ~personal
     title = evidence.titles
+    sold = set(evidence.purchases["item_id"])
+    items = recs["item_id"].to_numpy()
     for i, row in enumerate(rest):
         if co_anchor[i] is not None:
             text[row] = f"Often bought with {title.get(co_anchor[i], co_anchor[i])}, which you bought"
         elif near_anchor[i] is not None and not popular_only[i]:
-            text[row] = f"Similar to {title.get(near_anchor[i], near_anchor[i])}, which you bought"
+            like = "Similar to" if items[row] in sold else "New, like"
+            text[row] = f"{like} {title.get(near_anchor[i], near_anchor[i])}, which you bought"
     return pd.Series(text, index=recs.index, name="reason")
 
 
 def kinds(reason: pd.Series) -> dict[str, int]:
     """How many reasons of each kind (their first words), for the run's manifest."""
-    kind = reason.str.extract(r"^(You bought|Often bought with|Similar to|Popular)", expand=False)
+    kind = reason.str.extract(r"^(You bought|Often bought with|Similar to|New, like|Popular)", expand=False)
     return {str(k): int(n) for k, n in kind.fillna("other").value_counts().sort_index().items()}

@@ -18,7 +18,6 @@ training: the ranker's AUC and NDCG are measured on them, and the publish gate c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,17 +128,6 @@ def lightgbm_params(
         "num_threads": threads,
         "verbose": -1,
     }
-
-
-def held_out(user_ids: pd.Series, share: float) -> np.ndarray:
-    """True for the users the ranker never trains on: a stable `share` of ids by their sha256."""
-
-    def bucket(user_id: str) -> float:
-        return int(hashlib.sha256(str(user_id).encode()).hexdigest()[:8], 16) / 0x1_0000_0000
-
-    unique = pd.Series(user_ids.unique())
-    chosen = set(unique[unique.map(bucket) < share])
-    return user_ids.isin(chosen).to_numpy()
 
 
 def holdout_ndcg(holdout: pd.DataFrame, truth: pd.DataFrame, column: str, k: int) -> float:

@@ -36,6 +36,10 @@ def entry(manifest: dict[str, Any]) -> dict[str, Any]:
         "finished_at": manifest.get("finished_at"),
         "as_of": stages.get("training_pairs", {}).get("as_of"),
         "holdout": stages.get("rank", {}).get("holdout", {}),
+        "encoder": {
+            "shipped": stages.get("finetune", {}).get("encoder", {}).get("shipped"),
+            "held_out": stages.get("finetune", {}).get("held_out", {}),
+        },
         "gate": record("gate"),
         "monitor": record("monitor"),
         "stage_seconds": {name: stage.get("seconds") for name, stage in stages.items()},

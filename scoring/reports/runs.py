@@ -25,7 +25,7 @@ from scoring.settings import ROOT, Settings
 
 DEFAULT_OUT = ROOT / "reports" / "runs.html"
 TITLES = {
-    "metrics": "Offline metrics by run (ranker holdout and gate)",
+    "metrics": "Offline metrics by run (encoder held-out recall, ranker holdout and gate)",
     "quarantine": "Quarantined rows by rule, per run",
     "quality": "Data-quality index by dimension (0-100)",
     "drift": "Feature drift (PSI) against the last promoted run",
@@ -67,14 +67,18 @@ def gate_outcome(entry: dict[str, Any]) -> str:
 
 
 def metrics_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per run: the ranker's holdout figures, the gate's figures (NDCGs and margin), and the outcome."""
+    """Per run: the encoder's held-out recall (zero-shot, promoted, fine-tuned) and which one shipped, the
+    ranker's holdout figures, the gate's figures (NDCGs and margin), and the outcome."""
     rows = []
     for entry in entries:
+        encoder = entry.get("encoder") or {}
         row: dict[str, Any] = {
             "run": entry["run_id"],
             "status": entry.get("status"),
             "gate": gate_outcome(entry),
+            "encoder shipped": encoder.get("shipped") or "",
         }
+        row.update({f"encoder {k}": v for k, v in _figures(encoder.get("held_out") or {}).items()})
         row.update({f"holdout {k}": v for k, v in _figures(entry.get("holdout") or {}).items()})
         row.update({f"gate {k}": v for k, v in _figures(entry.get("gate") or {}).items()})
         row["gate message"] = (entry.get("gate") or {}).get("message", "")  # a refused or forced run's
@@ -114,7 +118,11 @@ def drift_frame(entries: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFra
 def metrics_figure(frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for column in frame.columns:
-        if column.startswith(("holdout ", "gate ")) and ("ndcg" in column or "auc" in column):
+        if (
+            column.startswith(("holdout ", "gate "))
+            and ("ndcg" in column or "auc" in column)
+            or (column.startswith("encoder ") and "recall" in column)
+        ):
             fig.add_scatter(x=frame.run, y=frame[column], mode="lines+markers", name=column)
     fig.update_layout(title=TITLES["metrics"], xaxis_title="run", yaxis_title="value", xaxis_type="category")
     return fig

@@ -64,7 +64,8 @@ class TextVectors:
             keys = np.load(folder / "keys.npy")
             self._vectors = np.load(folder / "vectors.npy")
             if len(keys) == len(self._vectors):
-                self._keys = {bytes(key): row for row, key in enumerate(keys)}
+                # numpy's S16 drops a digest's trailing zero bytes on the way back: pad them again.
+                self._keys = {bytes(key).ljust(16, b"\0"): row for row, key in enumerate(keys)}
 
     def __len__(self) -> int:
         return len(self._keys)
