@@ -198,7 +198,20 @@ class Settings(BaseSettings):
     ranker_learning_rate: float = 0.05
     ranker_num_leaves: int = 31
     ranker_min_data_in_leaf: int = 20
-    ranker_rounds: int = Field(300, description="LightGBM boosting rounds of the ranker.")
+    ranker_rounds: int = Field(
+        1000,
+        description="The most LightGBM boosting rounds of the ranker (all of them without early stopping).",
+    )
+    ranker_early_stopping: int = Field(
+        50,
+        ge=0,
+        description="The ranker's rounds are chosen on a validation share of its training users: boosting "
+        "stops after this many rounds without improvement, then the ranker is refitted on every training "
+        "user with the rounds found. 0: ranker_rounds, unchosen.",
+    )
+    ranker_validation_share: float = Field(
+        0.2, gt=0, lt=1, description="Share of the ranker's training users (by hash) that choose its rounds."
+    )
     threads: int = Field(2, description="Threads LightGBM uses (the machine's cores).")
     # --- the field's peers as sources and features, and the ranker's holdout (lead) -----------------------
     tune_sources: bool = Field(

@@ -91,3 +91,18 @@ def test_ranker_refuses_a_window_without_purchases() -> None:
     frame = _synthetic()
     with pytest.raises(ValueError, match="label window"):
         rank.Ranker().fit(frame, np.zeros(len(frame), dtype=np.int8))
+
+
+def test_the_rankers_rounds_are_chosen_on_a_validation_share_of_its_users() -> None:
+    """Where buying follows the features, boosting goes on; where it is noise, the validation users stop it
+    within a few rounds (the noise would otherwise be learned for all 1,000); with early stopping off,
+    every round is trained."""
+    signal = _synthetic(n_users=200, seed=1)
+    noise = signal.assign(bought=np.random.default_rng(4).permutation(signal["bought"].to_numpy()))
+    fitted = {
+        name: rank.Ranker(seed=3).fit(frame, frame["bought"].to_numpy()).stats["all"]["rounds"]
+        for name, frame in (("signal", signal), ("noise", noise))
+    }
+    assert fitted["noise"] < 30 < fitted["signal"] < 1000, fitted
+    unchosen = rank.Ranker(seed=3, rounds=40, early_stopping=0).fit(noise, noise["bought"].to_numpy())
+    assert unchosen.stats["all"]["rounds"] == 40 and unchosen.models["all"].num_trees() == 40

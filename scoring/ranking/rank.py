@@ -32,6 +32,7 @@ from retrieval.candidates import MODEL_SCORES, SOURCES
 from scoring.evaluation import metrics
 from scoring.features import feature_store
 from scoring.settings import Settings
+from scoring.training.holdout import held_out
 
 RANKING_SERVICE = "ranking_v1"
 
@@ -109,6 +110,14 @@ def _rank_within_user(frame: pd.DataFrame, column: str) -> pd.Series:
     return ranks.where(frame[column] > 0)
 
 
+def feature_matrix(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """What both of Aisle's rankers learn from and score: the features as floats, rounded to the
+    precision lists compare scores at (retrieval/ordering.py). A feature's last float32 digits are noise
+    (a vector encoded in another batch, a sum taken in another order); rounded off, they can move neither
+    a split threshold nor a prediction, so two processes train the same trees."""
+    return frame[features].astype(float).round(ordering.SCORE_DECIMALS)
+
+
 def lightgbm_params(
     objective: str, learning_rate: float, num_leaves: int, min_data_in_leaf: int, seed: int, threads: int
 ) -> dict:
@@ -164,7 +173,10 @@ class Ranker:
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_data_in_leaf: int = 20
-    rounds: int = 300
+    rounds: int = 1000
+    early_stopping: int = 50
+    validation_share: float = 0.2
+    ndcg_at: int = 20
     threads: int = 2
     split_repeat: bool = False
     models: dict[str, lgb.Booster] = field(default_factory=dict)
@@ -179,6 +191,9 @@ class Ranker:
             num_leaves=settings.ranker_num_leaves,
             min_data_in_leaf=settings.ranker_min_data_in_leaf,
             rounds=settings.ranker_rounds,
+            early_stopping=settings.ranker_early_stopping,
+            validation_share=settings.ranker_validation_share,
+            ndcg_at=settings.top_n,
             threads=settings.threads,
             split_repeat=settings.ranker_split_repeat and settings.ranker_objective == "binary",
         )
@@ -199,15 +214,10 @@ class Ranker:
     def _fit_one(self, frame: pd.DataFrame) -> tuple[lgb.Booster, dict]:
         # Only users with at least one positive teach the ranker anything about order.
         useful = frame.groupby("user_id")["_label"].transform("max") > 0
-        train = frame[useful].sort_values("user_id", kind="stable")
+        # One total order (bagging samples rows by position): the rows' order upstream never matters.
+        train = frame[useful].sort_values(["user_id", "item_id"], kind="stable")
         if train.empty:
             raise ValueError("no candidate was bought in the label window: widen label_window_days")
-        groups = train.groupby("user_id", sort=False).size().to_numpy()
-        dataset = lgb.Dataset(
-            train[FEATURES].astype(float),
-            label=train["_label"],
-            group=groups if self.objective == "lambdarank" else None,
-        )
         params = lightgbm_params(
             self.objective,
             self.learning_rate,
@@ -216,13 +226,51 @@ class Ranker:
             self.seed,
             self.threads,
         )
-        model = lgb.train(params, dataset, num_boost_round=self.rounds)
+        rounds = self._rounds(train, params)
+        model = lgb.train(params, self._dataset(train), num_boost_round=rounds)
         stats = {
-            "train_users": int(len(groups)),
+            "train_users": int(train["user_id"].nunique()),
             "train_rows": int(len(train)),
             "positives": int(train["_label"].sum()),
+            "rounds": rounds,
         }
         return model, stats
+
+    def _dataset(self, train: pd.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        """Rows sorted by user; lambdarank's groups are the users."""
+        groups = train.groupby("user_id", sort=False).size().to_numpy()
+        return lgb.Dataset(
+            feature_matrix(train, FEATURES),
+            label=train["_label"],
+            group=groups if self.objective == "lambdarank" else None,
+            reference=reference,
+        )
+
+    def _rounds(self, train: pd.DataFrame, params: dict) -> int:
+        """How many boosting rounds the ranker gets: with early stopping, the round after which a stable
+        share of the training users (`validation_share`, by hash) stopped improving for `early_stopping`
+        rounds, on a fit of the others (binary log loss, or NDCG for lambdarank), at most `rounds`. A small
+        shop's ranker overfits in a few dozen rounds and a large one's still learns after hundreds, so
+        the rounds are chosen on the shop's own data; the ranker is then fitted on every training user."""
+        if self.early_stopping <= 0:
+            return self.rounds
+        valid = held_out("validation " + train["user_id"].astype(str), self.validation_share)
+        if not valid.any() or valid.all() or not train.loc[valid, "_label"].any():
+            return self.rounds
+        inner = self._dataset(train[~valid])
+        metric = (
+            {"metric": "binary_logloss"}
+            if self.objective == "binary"
+            else {"metric": "ndcg", "eval_at": [self.ndcg_at]}
+        )
+        probe = lgb.train(
+            {**params, **metric},
+            inner,
+            num_boost_round=self.rounds,
+            valid_sets=[self._dataset(train[valid], reference=inner)],
+            callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],
+        )
+        return int(probe.best_iteration or self.rounds)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         assert self.models, "fit or load the ranker first"
@@ -237,7 +285,7 @@ class Ranker:
         return out
 
     def _predict_one(self, model: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-        return model.predict(frame[model.feature_name()].astype(float), num_threads=self.threads)
+        return model.predict(feature_matrix(frame, model.feature_name()), num_threads=self.threads)
 
     def feature_names(self) -> list[str]:
         """The features the models read (what a frame must hold to be scored)."""

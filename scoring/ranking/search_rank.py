@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.lexical import stems, words
-from scoring.ranking.rank import lightgbm_params
+from scoring.ranking.rank import feature_matrix, lightgbm_params
 
 MODEL_FILE = "search_ranker.txt"
 META_FILE = "search_ranker.json"
@@ -284,11 +284,12 @@ class SearchRanker:
         levels = gain_levels(gains, self.resolution)
         frame = frame.assign(_level=levels)
         useful = frame.groupby(group, sort=False)["_level"].transform("max") > 0
-        train = frame[useful].sort_values(group, kind="stable")
+        # One total order (bagging samples rows by position): the rows' order upstream never matters.
+        train = frame[useful].sort_values([group, "item_id"], kind="stable")
         if train.empty:
             raise ValueError("no query has a relevant candidate: nothing to learn an order from")
         sizes = train.groupby(group, sort=False).size().to_numpy()
-        dataset = lgb.Dataset(train[self.features].astype(float), label=train["_level"], group=sizes)
+        dataset = lgb.Dataset(feature_matrix(train, self.features), label=train["_level"], group=sizes)
         self.model = lgb.train(self.params(int(train["_level"].max())), dataset, num_boost_round=self.rounds)
         self.stats = {
             "train_queries": int(len(sizes)),
@@ -300,7 +301,7 @@ class SearchRanker:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("fit or load the search ranker first")
-        return self.model.predict(frame[self.features].astype(float), num_threads=self.threads)
+        return self.model.predict(feature_matrix(frame, self.features), num_threads=self.threads)
 
     def importances(self) -> dict[str, float]:
         """Share of total split gain per feature, largest first."""
