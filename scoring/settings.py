@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         description="At most this many of each task's training pairs teach the head (a seeded sample): "
         "their texts are embedded once by the frozen encoder, and kept in the workspace's cache.",
     )
+    finetune_from_promoted: bool = Field(
+        True,
+        description="The promoted run's model is the night's incumbent: the night's fine-tune must beat it, "
+        "and full fine-tuning starts from it (finetune_warm_start). False: every run is judged against the "
+        "zero-shot model and starts from it (the evaluations, whose cuts share a workspace).",
+    )
     finetune_warm_start: bool = Field(
         True,
         description="Fine-tune from the promoted run's model, so the encoder keeps learning night after "

@@ -13,6 +13,8 @@ import pytest
 
 from scoring.evaluation import protocol, shops
 from scoring.ingest.prepare import prepare_raw
+from scoring.pipeline import stages
+from scoring.pipeline.run_folder import RunFolder
 from scoring.settings import SHARED_ONLINE_RETAIL, Settings
 from tests.conftest import tiny_settings
 
@@ -53,6 +55,17 @@ def test_online_retail_profile(tmp_path: Path) -> None:
         assert profile.data_dir == tmp_path / "evaluation" / "online_retail"
         assert profile.finetune_steps == base.evaluation_finetune_steps
         assert profile.label_window_days == base.evaluation_label_window_days
+        # The cuts share a workspace: a cut's encoder never starts from, nor is judged against, the model of
+        # a run of another cut (the main cut's model has read the second cut's test window).
+        assert profile.finetune_from_promoted is False
+    promoted = RunFolder.create(profile.runs_dir, {})
+    (promoted.root / "model").mkdir()
+    (promoted.root / "model" / "modules.json").write_text("[]")
+    promoted.promote(profile.runs_dir)
+    tonight = RunFolder(root=profile.runs_dir / "tonight", run_id="tonight")
+    nightly = profile.model_copy(update={"finetune_from_promoted": True})
+    assert stages._promoted_model(nightly, tonight) == promoted.root / "model"
+    assert stages._promoted_model(profile, tonight) is None
     # An Online Retail file named in the base settings is used; a path meant for another source is not.
     own = tmp_path / "retail.csv.gz"
     retail_base = Settings(data_dir=tmp_path, source="online_retail", raw_path=own)

@@ -63,8 +63,10 @@ def evaluation_settings(shop: str, base: Settings, cut: Cut) -> Settings:
         "finetune_steps": base.evaluation_finetune_steps,
         # An evaluation measures every run: the gate's verdict is recorded in the manifest, not obeyed.
         "force_publish": True,
-        # Each cut tunes its own sources: never the knobs of a run of another cut in this workspace.
+        # Each cut tunes its own sources and fine-tunes its own encoder: never the knobs or the model of a
+        # run of another cut in this workspace (the main cut's model has read the second cut's test window).
         "retune_max_days": 0,
+        "finetune_from_promoted": False,
     }
     if shop == "online_retail":
         # A raw_path set for another source names other data: only an Online Retail one is kept.

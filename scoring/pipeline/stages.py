@@ -80,9 +80,9 @@ def fine_tune(settings: Settings, run: RunFolder) -> dict:
 
 def _promoted_model(settings: Settings, run: RunFolder) -> Path | None:
     """The model in production (the promoted run's), which tonight's fine-tune must beat; None on a first
-    night, or for a stage rerun in the promoted run's own folder."""
+    night, for a stage rerun in the promoted run's own folder, or without settings.finetune_from_promoted."""
     current = settings.runs_dir / "current"
-    if not current.exists() or current.resolve() == run.root.resolve():
+    if not settings.finetune_from_promoted or not current.exists() or current.resolve() == run.root.resolve():
         return None
     model = current.resolve() / "model"
     return model if (model / "modules.json").exists() else None
