@@ -26,6 +26,7 @@ from scoring.pipeline.run_folder import RunFolder, abandon_unfinished, peak_rss_
 from scoring.pipeline.stages import score_run
 from scoring.reports import history
 from scoring.settings import Settings
+from scoring.training.finetune import RECALL_K
 
 console = Console()
 
@@ -118,8 +119,10 @@ def _encoder_summary(metrics: dict) -> str:
     """Which encoder the run ships and why, with each task's held-out recall@10 along the way."""
     line = metrics.get("encoder", {}).get("message", "")
     for task, record in metrics.get("held_out", {}).items():
-        names = [n for n in ("zero_shot", "promoted", "head", "full") if f"recall_at_10_{n}" in record]
-        figures = " / ".join(f"{record[f'recall_at_10_{n}']:.3f}" for n in names)
+        names = [
+            n for n in ("zero_shot", "promoted", "head", "full") if f"recall_at_{RECALL_K}_{n}" in record
+        ]
+        figures = " / ".join(f"{record[f'recall_at_{RECALL_K}_{n}']:.3f}" for n in names)
         line += f"; {task} {figures} ({' / '.join(names)})"
     return line
 

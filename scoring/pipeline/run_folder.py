@@ -62,6 +62,15 @@ def swap_link(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def promoted_other_than(runs_dir: Path, run: Path) -> Path | None:
+    """The promoted run's folder (runs/current, resolved), or None when no run was promoted or the promoted
+    run is `run` itself (a stage rerun in its own folder compares with, and reuses, nothing)."""
+    current = runs_dir / "current"
+    if not current.exists() or current.resolve() == run.resolve():
+        return None
+    return current.resolve()
+
+
 def prune(parent: Path, keep: int, protect: Path) -> list[str]:
     """Delete all but the newest `keep` folders of `parent` (names sort by time), never `protect`.
 

@@ -20,7 +20,7 @@ from retrieval import item_models
 from scoring.errors import AisleError
 from scoring.evaluation import tuning
 from scoring.pipeline import gate, lists, publish
-from scoring.pipeline.run_folder import RunFolder
+from scoring.pipeline.run_folder import RunFolder, promoted_other_than
 from scoring.ranking import rank
 from scoring.reports.monitor import monitor_run
 from scoring.search import stages as search
@@ -81,10 +81,10 @@ def fine_tune(settings: Settings, run: RunFolder) -> dict:
 def _promoted_model(settings: Settings, run: RunFolder) -> Path | None:
     """The model in production (the promoted run's), which tonight's fine-tune must beat; None on a first
     night, for a stage rerun in the promoted run's own folder, or without settings.finetune_from_promoted."""
-    current = settings.runs_dir / "current"
-    if not settings.finetune_from_promoted or not current.exists() or current.resolve() == run.root.resolve():
+    promoted = promoted_other_than(settings.runs_dir, run.root)
+    if not settings.finetune_from_promoted or promoted is None:
         return None
-    model = current.resolve() / "model"
+    model = promoted / "model"
     return model if (model / "modules.json").exists() else None
 
 
@@ -155,10 +155,10 @@ def _reusable_tuning(settings: Settings, inputs: dict, run: Path) -> tuple[str, 
     point is most of the candidates stage, while one night adds a fraction of a percent of the lines
     and moves the best knobs rarely; the knobs are retuned once the data or the window has moved. A
     stage rerun in the promoted run's own folder (`run`) tunes again."""
-    current = settings.runs_dir / "current"
-    if settings.retune_max_days <= 0 or not current.exists() or current.resolve() == run.resolve():
+    folder = promoted_other_than(settings.runs_dir, run)
+    if settings.retune_max_days <= 0 or folder is None:
         return None
-    promoted = RunFolder.open(current.resolve())
+    promoted = RunFolder.open(folder)
     record = promoted.manifest.get("stages", {}).get("candidates", {})
     tuned_on = record.get("tuning", {}).get("tuned_on")
     if not tuned_on or "source_knobs" not in record:

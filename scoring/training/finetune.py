@@ -408,9 +408,13 @@ def finetune(
         in_production = _measure(
             encoder_of(production, settings.embed_batch_size), held, catalogue, production_vectors
         )
-        del production
     if "full" in modes:
-        model = load_model(str(start_from or settings.resolved_model_name), device, settings.max_seq_length)
+        # A warm start trains the promoted model just measured: it is not loaded twice.
+        model = (
+            production
+            if start_from is not None
+            else load_model(settings.resolved_model_name, device, settings.max_seq_length)
+        )
         record = _fit_full(model, train, settings, device, log_every)
         vectors = _scratch(out_dir, "full")
         recall = _measure(encoder_of(model, settings.embed_batch_size), held, catalogue, vectors)
