@@ -46,6 +46,7 @@ class Budget:
     ease_lambda: float = 200.0
     ease_max_items: int = 5_000
     tifu: item_models.TifuParams = item_models.TifuParams()
+    embedding: bool = True  # the encoder's FAISS neighbours as a source (settings.embedding_candidates)
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,6 @@ def generate(
         everyone_binary, binary, [budget.ease_lambda], budget.ease_max_items
     )
     frames = [
-        embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k),
         repeat(before[before["user_id"].isin(set(user_ids))], as_of, budget.half_life_days),
         co_purchase(binary, user_ids, item_ids, budget.k, similarity=item_similarity(everyone_binary)),
         als(everyone_factors[rows[known]], item_factors, user_ids[known], item_ids, budget.k),
@@ -264,6 +264,8 @@ def generate(
         from_matrix(tifu, user_ids, item_ids, budget.k, "tifu"),
         popular(before, user_ids, as_of, budget.popular_k, budget.popular_days),
     ]
+    if budget.embedding:
+        frames.insert(0, embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k))
     merged = merge(frames)
     merged["ease_score"] = lookup(ease, user_ids, item_ids, merged)
     merged["tifu_score"] = lookup(tifu, user_ids, item_ids, merged)

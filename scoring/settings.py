@@ -9,11 +9,12 @@ environment that `Settings.environ()` exports.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,13 @@ class Settings(BaseSettings):
     keep_runs: int = Field(5, ge=1, description="Scoring run folders kept under data/runs (current always).")
     as_of: str | None = Field(
         None, description="Optional cut-off timestamp: dbt drops every raw event at or after it."
+    )
+    catalogue_as_of: str | None = Field(
+        None,
+        description="Optional cut-off of a catalogue derived from events (Online Retail; a shop without an "
+        "items file): it lists the items named by clean events before it, by default before as_of. Later "
+        "than as_of, it also lists items not yet sold at as_of, with their titles and no sales, as a shop "
+        "lists a product before it sells (`aisle evaluate`'s new-items protocol).",
     )
 
     # --- engine (docs/spark.md) -----------------------------------------------------------------
@@ -173,6 +181,11 @@ class Settings(BaseSettings):
 
     # --- retrieval and ranking ----------------------------------------------------------------
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
+    embedding_candidates: bool = Field(
+        True,
+        description="Whether the encoder's FAISS neighbours of a user's history are a candidate source (and "
+        "so the ranker's embedding features). `aisle evaluate` turns it off to measure what BERT adds.",
+    )
     top_n: int = Field(20, description="Recommendations published per user.")
     serve_candidates: int = Field(
         100,
@@ -474,6 +487,16 @@ class Settings(BaseSettings):
     # A build folder being built beside the live one (see `for_build`); None means the live workspace.
     _build_root: Path | None = PrivateAttr(None)
 
+    @model_validator(mode="after")
+    def _catalogue_after_as_of(self) -> Settings:
+        """A catalogue cut before the as-of cut would hide items that sold before it from every model."""
+        cut, catalogue = self.as_of, self.catalogue_as_of
+        if cut and catalogue and datetime.fromisoformat(catalogue) < datetime.fromisoformat(cut):
+            raise ValueError(
+                f"catalogue_as_of {catalogue} is before as_of {cut}: it must be at or after it"
+            )
+        return self
+
     @field_validator("data_dir", "search_evaluation_cache_dir")
     @classmethod
     def _absolute(cls, folder: Path | None) -> Path | None:
@@ -599,6 +622,7 @@ class Settings(BaseSettings):
             "AISLE_FEAST_REGISTRY": str(self.registry_path.absolute()),
             "AISLE_ONLINE_STORE": str(self.online_store_path.absolute()),
             "AISLE_AS_OF": self.as_of or "",
+            "AISLE_CATALOGUE_AS_OF": self.catalogue_as_of or "",
             "AISLE_ENGINE": self.engine,
             "AISLE_SPARK_MASTER": self.spark_master,
             "AISLE_SPARK_SHUFFLE_PARTITIONS": str(self.spark_shuffle_partitions),

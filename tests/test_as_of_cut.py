@@ -3,6 +3,8 @@ training, features and candidates read (the evaluation's no-leakage guarantee)."
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -67,3 +69,30 @@ def test_features_change_when_the_cut_moves(cut_workspaces) -> None:
     assert (both["orders_late"] > both["orders_early"]).any()
     # users whose first purchase falls between the cuts exist only in the later build
     assert len(stats[CUTS[1]]) > len(stats[CUTS[0]])
+
+
+def test_a_later_catalogue_cut_lists_items_before_they_sell(tmp_path, workspace) -> None:
+    """A shop without an items file derives its catalogue from its events. With catalogue_as_of after
+    as_of, the items first named between the two cuts are listed, with no sales; nothing sold after as_of
+    reaches a mart, and items first named after catalogue_as_of stay out."""
+    early, late = CUTS
+    folder = tmp_path / "events_only"
+    folder.mkdir()
+    shutil.copy(workspace.resolved_raw_path / "events.parquet", folder / "events.parquet")
+    settings = tiny_settings(
+        tmp_path / "data", source="files", raw_path=folder, as_of=early, catalogue_as_of=late
+    )
+    dbt.run(settings, "build")
+    raw = pd.read_parquet(folder / "events.parquet", columns=["item_id", "event_at"])
+    raw["at"] = pd.to_datetime(raw["event_at"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    seen = raw.dropna(subset=["at"]).groupby("item_id")["at"].agg(["min", "size"])
+    new = set(seen.index[(seen["min"] >= early) & (seen["min"] < late) & (seen["size"] >= 3)])
+    later = set(seen.index[seen["min"] >= late])
+    items = pd.read_parquet(tables.mart_path(settings, "dim_items")).set_index("item_id")
+    assert new, "the tiny shop names some items for the first time between the cuts"
+    assert new <= set(items.index)
+    assert (items.loc[sorted(new), "purchase_lines"] == 0).all()
+    assert not later & set(items.index)
+    assert tables.read(settings, "select max(ordered_at) as t from fct_order_lines")["t"][0] < pd.Timestamp(
+        early
+    )

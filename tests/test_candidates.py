@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +93,19 @@ def test_generate_merges_every_source_into_one_row_per_pair() -> None:
     late = pd.concat([lines, pd.DataFrame({"user_id": ["u4"], "item_id": ["c"], "ordered_at": [AS_OF]})])
     again = cand.generate(late, queries, catalogue, AS_OF, budget)
     assert not ((again["user_id"] == "u4") & (again["item_id"] == "c") & (again["repeat"] > 0)).any()
+
+
+def test_without_the_embedding_source_no_candidate_comes_from_the_encoder() -> None:
+    """`embedding_candidates` off (the evaluation's ablation): the other sources propose the same pairs
+    with the same scores, and the embedding column is zero everywhere."""
+    index, _ = faiss_index.build(np.eye(4, dtype=np.float32), ann_threshold=100)
+    queries, catalogue = cand.Queries(USERS, np.eye(4, dtype=np.float32)), cand.Catalogue(index, ITEMS)
+    budget = cand.Budget(k=2, popular_k=1, als_dim=4, seed=0)
+    both = cand.generate(_lines(), queries, catalogue, AS_OF, budget)
+    without = cand.generate(_lines(), queries, catalogue, AS_OF, replace(budget, embedding=False))
+    assert (both["embedding"] > 0).any() and (without["embedding"] == 0).all()
+    others = [s for s in cand.SOURCES if s != "embedding"]
+    proposed = both[(both[others] > 0).any(axis=1)].drop(columns=["embedding", "source"])
+    pd.testing.assert_frame_equal(
+        proposed.reset_index(drop=True), without.drop(columns=["embedding", "source"]).reset_index(drop=True)
+    )

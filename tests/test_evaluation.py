@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scoring.evaluation import ablation, metrics, peers, protocol, shops
 from scoring.evaluation import cli as evaluation_cli
-from scoring.evaluation import metrics, peers, protocol, shops
 from scoring.evaluation.plots import write_html
 from scoring.settings import Settings
 from tests.conftest import tiny_settings
@@ -139,6 +139,8 @@ def _toy_split() -> protocol.Split:
         truth=[{0, 2}, {3}],
         past=[{0}, set()],
         cut=pd.Timestamp("2011-09-01"),
+        titles=np.array(["a", "b", "c", "d"], dtype=object),
+        new={2, 3},  # c and d were first sold in the test window
     )
 
 
@@ -147,37 +149,49 @@ SCORES = np.array([[0.9, 0.1, 0.8, -np.inf], [0.1, 0.2, 0.3, 0.05]])  # top 2: u
 
 def test_per_user_metrics_on_a_hand_computed_case() -> None:
     split = _toy_split()
-    got = protocol.per_user_metrics(SCORES, split, novel=False, k=2)
+    got = protocol.per_user_metrics(SCORES, split, view="all", k=2)
     assert set(got) == set(protocol.USER_METRICS)
     assert got["recall"].tolist() == [1.0, 0.0]  # u1: a and c in the top 2; u2: d is ranked last
     assert got["ndcg"][0] == pytest.approx(1.0) and got["ndcg"][1] == 0.0
     assert got["precision"].tolist() == [1.0, 0.0] and got["f1"].tolist() == [1.0, 0.0]
     assert got["map"].tolist() == [1.0, 0.0] and got["hit_rate"].tolist() == [1.0, 0.0]
-    novel = protocol.per_user_metrics(SCORES, split, novel=True, k=2)
+    novel = protocol.per_user_metrics(SCORES, split, view="novel", k=2)
     # u1's past item a is removed from truth and list: c moves to rank 1, b to rank 2; u2 has no past
     assert novel["recall"].tolist() == [1.0, 0.0] and novel["ndcg"][0] == pytest.approx(1.0)
     assert novel["precision"].tolist() == [0.5, 0.0] and novel["f1"][0] == pytest.approx(2 / 3)
-    assert protocol.per_user_metrics(SCORES, split, novel=False, k=3)["recall"].tolist() == [1.0, 0.0]
-    at_4 = protocol.per_user_metrics(SCORES, split, novel=False, k=4)  # u2's d is 4th of 4
+    assert protocol.per_user_metrics(SCORES, split, view="all", k=3)["recall"].tolist() == [1.0, 0.0]
+    at_4 = protocol.per_user_metrics(SCORES, split, view="all", k=4)  # u2's d is 4th of 4
     assert at_4["recall"].tolist() == [1.0, 1.0] and at_4["ndcg"][1] == pytest.approx(1 / math.log2(5))
+
+
+def test_the_new_items_view_keeps_only_new_items_in_the_truth_and_the_list() -> None:
+    split = _toy_split()
+    new = protocol.per_user_metrics(SCORES, split, view="new", k=1)
+    # u1: truth {a, c} -> {c}; list over c, d only: [c], a hit. u2: truth {d}; list [c]: d is second
+    assert new["recall"].tolist() == [1.0, 0.0]
+    lists, truths = protocol.user_lists(SCORES, split, view="new", k=2)
+    assert [top.tolist() for top in lists] == [[2], [2, 3]] and truths == [{2}, {3}]
+    split.truth = [{0, 1}, {3}]  # u1 bought no new item: left out of the view
+    assert protocol.per_user_metrics(SCORES, split, view="new", k=2)["recall"].tolist() == [1.0]
 
 
 def test_unscored_items_are_never_recommended() -> None:
     split = _toy_split()
     scores = np.full((2, 4), -np.inf)
     scores[1, 3] = 1.0
-    lists, _ = protocol.user_lists(scores, split, novel=False, k=2)
+    lists, _ = protocol.user_lists(scores, split, view="all", k=2)
     assert [top.tolist() for top in lists] == [[], [3]]
-    assert protocol.per_user_metrics(scores, split, novel=False, k=2)["recall"].tolist() == [0.0, 1.0]
+    assert protocol.per_user_metrics(scores, split, view="all", k=2)["recall"].tolist() == [0.0, 1.0]
 
 
 def test_score_table_names_its_metrics_by_k_and_counts_novel_users() -> None:
     split = _toy_split()
     split.past = [{0, 2}, set()]  # u1 bought everything in the truth before: no novel truth left
     table = protocol.score_table(np.array([[0.9, 0.1, 0.8, 0.0], [0.1, 0.2, 0.3, 0.05]]), split, k=2)
-    per_user = {f"{name}@2{suffix}" for name in protocol.USER_METRICS for suffix in ("", "_novel")}
-    assert set(table) == per_user | {"users", "users_novel", "coverage@2", "diversity@2", "novelty@2"}
-    assert (table["users"], table["users_novel"]) == (2, 1)
+    per_user = {f"{name}@2{suffix}" for name in protocol.USER_METRICS for suffix in protocol.VIEWS.values()}
+    users = {"users", "users_novel", "users_new"}
+    assert set(table) == per_user | users | {"coverage@2", "diversity@2", "novelty@2"}
+    assert (table["users"], table["users_novel"], table["users_new"]) == (2, 1, 2)
     assert set(protocol.score_table(np.zeros((2, 4)), split)) >= {"recall@20", "f1@20_novel", "map@20"}
 
 
@@ -201,7 +215,7 @@ def test_fixed_lists_become_scores_that_reproduce_them() -> None:
     )  # u9 is not evaluated and z is no item of the split: both left out
     scores = protocol.list_scores(lists, split)
     assert np.isneginf(scores[0]).all() and scores[1].tolist() == [-np.inf, -2.0, -np.inf, -1.0]
-    assert [top.tolist() for top in protocol.user_lists(scores, split, novel=False, k=5)[0]] == [[], [3, 1]]
+    assert [top.tolist() for top in protocol.user_lists(scores, split, view="all", k=5)[0]] == [[], [3, 1]]
 
 
 def test_item_categories_by_position_skip_the_unknown() -> None:
@@ -218,6 +232,27 @@ def test_bootstrap_interval_contains_the_mean_and_skips_users_without_a_value() 
     assert math.isnan(protocol.bootstrap(np.array([np.nan]))["value"])
 
 
+def test_tfidf_reaches_a_new_item_by_the_words_of_its_title() -> None:
+    """The lexical content peer places an item nobody has bought before, by its title alone."""
+    at = pd.Timestamp
+    purchases = pd.DataFrame(
+        [
+            ("u1", "A", at("2011-08-01"), "red retrospot heart mug"),
+            ("u1", "B", at("2011-08-02"), "blue star plate"),
+            ("u2", "B", at("2011-08-03"), "blue star plate"),
+            ("u1", "C", at("2011-09-02"), "red retrospot heart jar"),  # new: shares three words with A
+            ("u2", "D", at("2011-09-03"), "garden gnome lantern"),  # new: shares none
+        ],
+        columns=["user_id", "item_id", "ordered_at", "title"],
+    )
+    split = protocol.split(purchases, "2011-09-01")
+    scores = peers.tfidf_title_history(split)
+    assert split.new == {2, 3} and scores.shape == (2, 4)
+    assert scores[0, 2] > scores[0, 3] == 0.0  # u1's history (A, B) reaches C by its words, never D
+    assert scores[1, 2] == 0.0 and scores[1, 1] == pytest.approx(1.0, abs=1e-6)  # u2 bought B alone
+    assert protocol.per_user_metrics(scores, split, "new", k=1)["recall"][0] == 1.0  # C first for u1
+
+
 def test_the_split_keeps_users_with_a_purchase_on_each_side() -> None:
     at = pd.Timestamp
     purchases = pd.DataFrame(
@@ -227,12 +262,16 @@ def test_the_split_keeps_users_with_a_purchase_on_each_side() -> None:
             ("u1", "A", at("2011-09-03"), "a"),
             ("u2", "B", at("2011-08-05"), "b"),  # nothing after the cut: not evaluated
             ("u3", "C", at("2011-09-01"), "c"),  # the cut itself is test
+            ("u3", "C", at("2011-09-04"), "c2"),
+            ("u4", "C", at("2011-09-05"), "c2"),  # C's listing is its most frequent test title
+            ("u1", "A", at("2011-09-06"), "a2"),  # A is titled from the train window alone
         ],
         columns=["user_id", "item_id", "ordered_at", "title"],
     )
     split = protocol.split(purchases, "2011-09-01")
     assert split.users.tolist() == ["u1"] and split.items.tolist() == ["A", "B", "C"]
     assert split.truth == [{0, 1}] and split.past == [{0}] and split.cut == pd.Timestamp("2011-09-01")
+    assert split.titles.tolist() == ["a", "b", "c2"] and split.new == {2}  # B sold before the cut (u2)
     assert peers.popularity(split).tolist() == [[1.0, 1.0, 0.0]]  # distinct train buyers of A, B, C
 
 
@@ -328,6 +367,18 @@ def _cut_report() -> dict:
         "methods": {"popularity": row, "ease": row, "aisle": row},
         "tuned_params": {"ease": {"value": 400.0}},
         "target": evaluation_cli.target({"ease": _row(0.2, 0.1), "aisle": _row(0.3, 0.1)}, 20),
+        "new_items": evaluation_cli.new_items(
+            {name: row for name in evaluation_cli.NEW_ITEMS_METHODS}, split, 20
+        ),
+        "ablation": {
+            "encoder_shipped": "fine_tuned",
+            **ablation.report(
+                {name: SCORES for name in (*ablation.VARIANTS, ablation.FINE_TUNED)},
+                split,
+                20,
+                {name: {"ndcg": 0.4, "auc": 0.8} for name in (*ablation.VARIANTS, ablation.FINE_TUNED)},
+            ),
+        },
         "ranker_auc": 0.8123,
         "diversity_tradeoff": [
             {"setting": name, "ndcg@20": cell, "ndcg@20_novel": cell, "diversity@20": cell}
@@ -346,12 +397,17 @@ def test_the_page_shows_each_cut_with_its_tables_and_plots(tmp_path: Path) -> No
     report = {"shop": "online_retail", "k": 20, "cuts": {"main": _cut_report(), "second": _cut_report()}}
     report["cuts"]["second"]["protocol"] |= {"cut": "2011-06-01", "test_end": "2011-09-01"}
     page = write_html(json.loads(json.dumps(report)), tmp_path / "evaluation.html").read_text()
-    assert page.count("Plotly.newPlot") == 2 * 7 and "<script src=" not in page
+    assert page.count("Plotly.newPlot") == 2 * 8 and "<script src=" not in page
     assert "main cut 2011-09-01: NDCG@20 with 95% bootstrap intervals" in page
     assert "second cut: train before 2011-06-01, test to 2011-09-01" in page
     assert "AUC on its own holdout: 0.8123" in page and "ease: {&quot;value&quot;: 400.0}" in page
     assert "NDCG@20 against intra-list diversity" in page and "f1@20_novel" in page
     assert "Aisle 0.300 / ease 0.200 = 1.500 (met)" in page
+    assert "2 items first sold in the test window" in page and "What BERT adds (ablation)" in page
+    assert (
+        "Target on new items: Aisle 0.816 / tfidf_title_history 0.816 = 1.000, at least 1.10 (not met)"
+        in page
+    )
 
 
 def test_the_console_table_prints_every_cut_figure(tmp_path: Path, capsys) -> None:
@@ -359,6 +415,7 @@ def test_the_console_table_prints_every_cut_figure(tmp_path: Path, capsys) -> No
     out = capsys.readouterr().out
     assert "ranker AUC on its holdout: 0.8123" in out and "target NDCG@20 all" in out
     assert "discover list" in out and "mmr, lambda 0.7" in out
+    assert "target NDCG@20 new" in out and "ablation zero_shot_embeddings" in out and "fine-tuned lead" in out
 
 
 def test_run_folders_are_named_by_cut_and_shops_are_named(capsys) -> None:
@@ -382,7 +439,8 @@ def test_evaluate_reports_every_method_and_figure_on_a_tiny_run(
     settings = settings.model_copy(update={"evaluation_validation_days": 20})
     purchases = shops.clean_demo_purchases(settings)
     cut = str((purchases["ordered_at"].max() - pd.Timedelta(days=30)).date())
-    report = evaluation_cli.evaluate(run_dir, settings, protocol.split(purchases, cut), None)
+    split = protocol.split(purchases, cut)
+    report = evaluation_cli.evaluate(run_dir, settings, split, None)
     methods = report["methods"]
     assert {"popularity", "ease", "decayed_repurchase", "tifu_knn", "aisle"} <= set(methods)
     assert set(report["tuned_params"]) == {"ease", "decayed_repurchase", "tifu_knn"}
@@ -394,10 +452,28 @@ def test_evaluate_reports_every_method_and_figure_on_a_tiny_run(
     assert [p["setting"] for p in report["diversity_tradeoff"]] == list(evaluation_cli.DIVERSITY_POINTS)
     assert report["lists"]["discover"]["new_items_per_list"] > 0
     assert report["target"]["all"]["best_peer"] not in evaluation_cli.AISLE_OWN
+    new = report["new_items"]
+    assert set(new["methods"]) == set(evaluation_cli.NEW_ITEMS_METHODS)
+    assert (new["items"], new["users"]) == (len(split.new), methods["aisle"]["users_new"])
+    # The ablation reran the run's candidates and rank stages beside it, without the encoder's candidates
+    # and with zero-shot vectors: only the latter proposes embedding candidates, with other vectors.
+    without, zero_shot = (run_dir / "ablation" / v for v in ablation.VARIANTS)
+    assert (pd.read_parquet(without / "candidates.parquet")["embedding"] == 0).all()
+    assert (pd.read_parquet(zero_shot / "candidates.parquet")["embedding"] > 0).any()
+    assert not np.allclose(
+        np.load(zero_shot / "item_embeddings.npy"), np.load(run_dir / "item_embeddings.npy")
+    )
+    rows = report["ablation"]["rows"]
+    assert list(rows) == [*ablation.VARIANTS, ablation.FINE_TUNED]
+    assert rows[ablation.FINE_TUNED]["ndcg@20"] == methods["aisle"]["ndcg@20"]
+    assert rows["without_embeddings"]["ndcg@20"] == methods["aisle_without_embeddings"]["ndcg@20"]
+    assert {"value", "ci_low", "ci_high", "adds", "costs"} <= set(
+        rows["zero_shot_embeddings"]["fine_tuned_lead_ndcg@20"]
+    )
     page = write_html(
         json.loads(json.dumps({"shop": "demo", "k": 20, "cuts": {"main": report}})), tmp_path / "e.html"
     )
-    assert page.read_text().count("Plotly.newPlot") == 7
+    assert page.read_text().count("Plotly.newPlot") == 8
 
 
 # ----- the real data ---------------------------------------------------------------------------------------

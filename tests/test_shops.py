@@ -58,6 +58,8 @@ def test_online_retail_profile(tmp_path: Path) -> None:
         # The cuts share a workspace: a cut's encoder never starts from, nor is judged against, the model of
         # a run of another cut (the main cut's model has read the second cut's test window).
         assert profile.finetune_from_promoted is False
+        # The catalogue at the cut lists the items first sold in the test window (the new-items protocol).
+        assert profile.catalogue_as_of == (cut[1] or shops.ONLINE_RETAIL_END)
     promoted = RunFolder.create(profile.runs_dir, {})
     (promoted.root / "model").mkdir()
     (promoted.root / "model" / "modules.json").write_text("[]")

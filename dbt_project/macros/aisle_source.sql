@@ -39,3 +39,12 @@
     {%- set as_of = env_var('AISLE_AS_OF', '') -%}
     {%- if as_of -%}cast('{{ as_of }}' as timestamp){%- else -%}null{%- endif -%}
 {%- endmacro %}
+
+{#- The cut of a derived catalogue (AISLE_CATALOGUE_AS_OF, else AISLE_AS_OF): a source without a catalogue
+    file lists the items its clean events name before it. Later than the as-of cut, it lists items that
+    have not sold by the as-of cut yet (a shop lists a product before it sells): `aisle evaluate` shows
+    every method the items first sold in its test window this way, with their titles and no sales. -#}
+{% macro catalogue_as_of_timestamp() -%}
+    {%- set catalogue_as_of = env_var('AISLE_CATALOGUE_AS_OF', '') -%}
+    {%- if catalogue_as_of -%}cast('{{ catalogue_as_of }}' as timestamp){%- else -%}{{ as_of_timestamp() }}{%- endif -%}
+{%- endmacro %}

@@ -15,8 +15,9 @@
 {%- endmacro %}
 
 {#- (code, condition) of every common event rule, written over `events` left-joined to `item_prices`
-    (item_median_prices). orphan_condition is the catalogue check: false where no catalogue is supplied. -#}
-{% macro common_event_rules(orphan_condition='false') -%}
+    (item_median_prices). orphan_condition is the catalogue check: false where no catalogue is supplied.
+    cut is the timestamp after_as_of holds events back from (as_of_timestamp() by default). -#}
+{% macro common_event_rules(orphan_condition='false', cut=none) -%}
     {{ return([
         ('duplicate_row', 'events.occurrence > 1'),
         ('missing_item_id', 'events.item_id is null'),
@@ -26,18 +27,20 @@
         ('price_outlier', 'events.unit_price > ' ~ (var('max_price_ratio') | float) ~ ' * item_prices.median_unit_price'),
         ('future_timestamp', 'events.event_at > current_timestamp'),
         ('orphan_item_id', orphan_condition),
-        ('after_as_of', 'events.event_at >= ' ~ as_of_timestamp()),
+        ('after_as_of', 'events.event_at >= ' ~ (cut or as_of_timestamp())),
     ]) }}
 {%- endmacro %}
 
 {#- The staged events of one adapter that break neither the adapter's rules nor a common one: the clean
-    events, as int_events_clean holds them when no catalogue is supplied (then no event is an orphan). -#}
-{% macro clean_staged_events(events) -%}
+    events, as int_events_clean holds them when no catalogue is supplied (then no event is an orphan).
+    With cut (a derived catalogue: catalogue_as_of_timestamp()), the as-of rule holds back at that
+    timestamp instead. -#}
+{% macro clean_staged_events(events, cut=none) -%}
     select events.*
     from {{ events }} as events
     left join (
         {{ item_median_prices(events) }}
     ) as item_prices on events.item_id = item_prices.item_id
     where events.adapter_rule_codes is null
-        and {{ rule_codes(common_event_rules()) }} is null
+        and {{ rule_codes(common_event_rules(cut=cut)) }} is null
 {%- endmacro %}

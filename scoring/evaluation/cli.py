@@ -5,11 +5,15 @@ For each cut (scoring/evaluation/shops.py CUTS: `main`, then `second`) Aisle run
 (dbt with the cut as as_of, Feast, fine-tuning, retrieval, the learned ranker) on the data before the cut,
 in that shop's and cut's evaluation profile, unless `--run-dir` names a run folder to evaluate for the main
 cut; then every method is scored on the protocol's users and items (scoring/evaluation/protocol.py): the
-simple peers, the tuned peers (EASE, time-decayed repurchase, TIFU-KNN; knobs chosen on a validation window
-inside the training period), Aisle's ablations and Aisle. The report adds the ranker's AUC on its own
-holdout, the NDCG-against-diversity trade-off of the top list (scoring/ranking/select.py) and the NDCG of
-the discover list beside the top list. Writes reports/evaluation.json and reports/evaluation.html
-(evaluation-<shop>.* for a shop other than Online Retail).
+simple peers, the content peers, the tuned peers (EASE, time-decayed repurchase, TIFU-KNN; knobs chosen on
+a validation window inside the training period), Aisle's ablations (scoring/evaluation/ablation.py) and
+Aisle. The catalogue at each cut also lists the items first sold in its test window, with their titles
+and no sales (settings.catalogue_as_of), so that every method is told the same items exist and a new item
+can be reached from its text. The report adds the new-items table and its target, the ablation table, the
+ranker's AUC on its own holdout, the NDCG-against-diversity trade-off of the top list
+(scoring/ranking/select.py) and the NDCG of the discover list beside the top list. Writes
+reports/evaluation.json and reports/evaluation.html (evaluation-<shop>.* for a shop other than Online
+Retail).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from scoring.evaluation import peers, run_scores, shops, tuning
+from scoring.evaluation import ablation, peers, run_scores, shops, tuning
 from scoring.evaluation.plots import write_html
 from scoring.evaluation.protocol import (
     TARGET_RATIO,
+    VIEWS,
     K,
     Split,
     item_categories,
@@ -41,7 +46,17 @@ from scoring.settings import ROOT, Settings
 console = Console()
 REPORTS = ROOT / "reports"
 CUT_NAMES = ("main", "second")  # the names of shops.CUTS[shop][0] and [1]
-AISLE_OWN = ("two_tower_zero_shot", "two_tower_finetuned", "aisle")  # Aisle and its ablations, not peers
+# Aisle and its ablations, never a peer.
+AISLE_OWN = (
+    "two_tower_zero_shot",
+    "two_tower_finetuned",
+    "aisle_without_embeddings",
+    "aisle_zero_shot_embeddings",
+    "aisle",
+)
+# The peers that read titles, the only ones that can reach an item nobody has bought yet.
+CONTENT_PEERS = ("tfidf_title_history", "zero_shot_minilm_mean_history")
+NEW_ITEMS_METHODS = (*CONTENT_PEERS, "two_tower_zero_shot", "two_tower_finetuned", "aisle")
 # The top list's diversity settings the trade-off is measured at (Settings fields of select.top_lists).
 DIVERSITY_POINTS: dict[str, dict] = {
     "none": {"diversity": "none"},
@@ -72,17 +87,21 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
         "repurchase_then_popularity": lambda: peers.repurchase_then_popularity(split_),
         "item_knn": lambda: peers.item_knn(split_),
         "implicit_als": lambda: peers.implicit_als(split_),
+        "tfidf_title_history": lambda: peers.tfidf_title_history(split_),
         "zero_shot_minilm_mean_history": lambda: peers.zero_shot_mean_history(split_, base_model),
     }
     results = {name: table(fn()) for name, fn in simple.items()}
     tuned = tuning.tuned_peers(split_, K, settings.evaluation_validation_days)
     results |= {name: table(scores) for name, (scores, _) in tuned.items()}
+    variants = ablation.variant_runs(run_dir, settings)
     own = {
-        "two_tower_zero_shot": lambda: run_scores.two_tower_zero_shot(run_dir, split_, base_model),
-        "two_tower_finetuned": lambda: run_scores.two_tower_scores(run_dir, split_),
-        "aisle": lambda: run_scores.aisle_scores(run_dir, split_),
+        "two_tower_zero_shot": run_scores.two_tower_scores(variants["zero_shot_embeddings"], split_),
+        "two_tower_finetuned": run_scores.two_tower_scores(run_dir, split_),
+        "aisle_without_embeddings": run_scores.aisle_scores(variants["without_embeddings"], split_),
+        "aisle_zero_shot_embeddings": run_scores.aisle_scores(variants["zero_shot_embeddings"], split_),
+        "aisle": run_scores.aisle_scores(run_dir, split_),
     }
-    results |= {name: table(fn()) for name, fn in own.items()}
+    results |= {name: table(scores) for name, scores in own.items()}
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {
         "protocol": {
@@ -96,6 +115,23 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
         "methods": results,
         "tuned_params": {name: params for name, (_, params) in tuned.items()},
         "target": target(results, K),
+        "new_items": new_items(results, split_, K),
+        "ablation": {
+            "encoder_shipped": manifest["stages"]["finetune"].get("encoder", {}).get("shipped"),
+            **ablation.report(
+                {
+                    "without_embeddings": own["aisle_without_embeddings"],
+                    "zero_shot_embeddings": own["aisle_zero_shot_embeddings"],
+                    ablation.FINE_TUNED: own["aisle"],
+                },
+                split_,
+                K,
+                {
+                    **{name: _holdout(folder) for name, folder in variants.items()},
+                    ablation.FINE_TUNED: manifest["stages"]["rank"]["holdout"],
+                },
+            ),
+        },
         "ranker_auc": manifest["stages"]["rank"]["holdout"]["auc"],
         "diversity_tradeoff": diversity_tradeoff(ranked, split_, settings, categories),
         "lists": list_report(ranked, split_, settings, categories),
@@ -109,19 +145,49 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
 def target(methods: dict, k: int) -> dict:
     """Aisle's NDCG@k against the best peer's (every method but Aisle and its ablations), over all items
     and over novel items: the ratio and whether it reaches TARGET_RATIO."""
-    out = {}
-    for column, metric in (("all", f"ndcg@{k}"), ("novel", f"ndcg@{k}_novel")):
-        best = max((m for m in methods if m not in AISLE_OWN), key=lambda m: methods[m][metric]["value"])
-        aisle, peer = methods["aisle"][metric]["value"], methods[best][metric]["value"]
-        ratio = aisle / peer if peer > 0 else float("inf")
-        out[column] = {
-            "best_peer": best,
-            "peer": peer,
-            "aisle": aisle,
-            "ratio": round(ratio, 3),
-            "met": bool(ratio >= TARGET_RATIO),
-        }
+    peers_ = [m for m in methods if m not in AISLE_OWN]
+    return {
+        column: against_best(methods, metric, peers_)
+        for column, metric in (("all", f"ndcg@{k}"), ("novel", f"ndcg@{k}_novel"))
+    }
+
+
+def against_best(methods: dict, metric: str, peers_: list[str] | tuple[str, ...]) -> dict:
+    """Aisle's `metric` against the best of `peers_`: the ratio and whether it reaches TARGET_RATIO."""
+    best = max(peers_, key=lambda m: methods[m][metric]["value"])
+    aisle, peer = methods["aisle"][metric]["value"], methods[best][metric]["value"]
+    ratio = aisle / peer if peer > 0 else float("inf")
+    return {
+        "best_peer": best,
+        "peer": peer,
+        "aisle": aisle,
+        "ratio": round(ratio, 3),
+        "met": bool(ratio >= TARGET_RATIO),
+    }
+
+
+def new_items(methods: dict, split_: Split, k: int) -> dict:
+    """The new-items table: how many items were first sold in the test window and what share of the
+    evaluated users' test items they are; NDCG@k and Recall@k over purchases of new items (only new items
+    in the truth and the list) and over all items, for the content peers and Aisle's text-reading
+    methods; Aisle's NDCG@k on new items against the best content peer's (the target)."""
+    bought = sum(len(truth) for truth in split_.truth)
+    new_bought = sum(len(truth & split_.new) for truth in split_.truth)
+    metrics = (f"ndcg@{k}_new", f"recall@{k}_new", f"ndcg@{k}", f"recall@{k}")
+    out: dict = {
+        "items": len(split_.new),
+        "users": methods["aisle"]["users_new"],
+        "share_of_test_items": round(new_bought / bought, 4) if bought else 0.0,
+        "methods": {m: {metric: methods[m][metric] for metric in metrics} for m in NEW_ITEMS_METHODS},
+    }
+    if new_bought:
+        out["target"] = against_best(methods, f"ndcg@{k}_new", CONTENT_PEERS)
     return out
+
+
+def _holdout(folder: Path) -> dict:
+    """A variant's rank-stage holdout record (AUC and NDCG on the ranker's held-out users)."""
+    return json.loads((folder / "manifest.json").read_text())["stages"]["rank"]["holdout"]
 
 
 def diversity_tradeoff(
@@ -152,7 +218,7 @@ def list_report(
     ):
         scores = list_scores(chosen, split_)
         row = score_table(scores, split_, k, categories)
-        shown, _ = user_lists(scores, split_, novel=False, k=k)
+        shown, _ = user_lists(scores, split_, "all", k)
         left = [len(set(items.tolist()) - past) for items, past in zip(shown, split_.past, strict=True)]
         out[name] = {
             f"ndcg@{k}": row[f"ndcg@{k}"],
@@ -209,6 +275,30 @@ def print_table(shop: str, name: str, report: dict) -> None:
             f"target NDCG@{k} {column}: aisle {t['aisle']:.3f} / {t['best_peer']} {t['peer']:.3f} = "
             f"{t['ratio']:.3f} (>= {TARGET_RATIO}: {verdict})"
         )
+    new = report["new_items"]
+    console.print(
+        f"new items: {new['items']:,} first sold in the test window, {new['share_of_test_items']:.1%} of the "
+        f"test items, {new['users']:,} users bought one"
+    )
+    for method, row in new["methods"].items():
+        console.print(
+            f"  {method}: NDCG@{k} new {_cell(row[f'ndcg@{k}_new'])}, Recall@{k} new "
+            f"{_cell(row[f'recall@{k}_new'])}, NDCG@{k} all {_cell(row[f'ndcg@{k}'])}"
+        )
+    if "target" in new:
+        t = new["target"]
+        console.print(
+            f"target NDCG@{k} new: aisle {t['aisle']:.3f} / {t['best_peer']} {t['peer']:.3f} = "
+            f"{t['ratio']:.3f} (>= {TARGET_RATIO}: {'met' if t['met'] else 'not met'})"
+        )
+    for name_, row in report["ablation"]["rows"].items():
+        views = ", ".join(f"{label} {_cell(row[f'ndcg@{k}{suffix}'])}" for label, suffix in VIEWS.items())
+        lead = ", ".join(
+            f"{label} {_cell(row[f'fine_tuned_lead_ndcg@{k}{suffix}'])}"
+            for label, suffix in VIEWS.items()
+            if f"fine_tuned_lead_ndcg@{k}{suffix}" in row
+        )
+        console.print(f"ablation {name_}: NDCG@{k} {views}" + (f"; fine-tuned lead {lead}" if lead else ""))
     console.print(f"ranker AUC on its holdout: {report['ranker_auc']}")
     console.print("tuned peers' knobs (chosen on validation):", report["tuned_params"])
     for point in report["diversity_tradeoff"]:

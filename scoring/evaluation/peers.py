@@ -1,7 +1,9 @@
 """The peers Aisle is measured against, each a (evaluated users x items) score matrix on the protocol's
-split, computed from the train window alone: popularity, repurchase then popularity, item-kNN, implicit
-ALS, all-MiniLM-L6-v2 zero-shot (the mean of a user's history against item titles), and the field's strong
-cheap peers tuned on validation: EASE, time-decayed repurchase and TIFU-KNN (retrieval/item_models.py)."""
+split, computed from the train window's purchases and the catalogue's titles alone: popularity, repurchase
+then popularity, item-kNN, implicit ALS, the two content peers that can reach an item nobody has bought
+yet (TF-IDF title similarity to the history, and all-MiniLM-L6-v2 zero-shot: the mean of a user's history
+against item titles), and the field's strong cheap peers tuned on validation: EASE, time-decayed
+repurchase and TIFU-KNN (retrieval/item_models.py)."""
 
 from __future__ import annotations
 
@@ -47,22 +49,28 @@ def implicit_als(split: Split, factors: int = 128, seed: int = 0) -> np.ndarray:
     return user_factors[rows] @ item_factors.T
 
 
-def item_titles(split: Split) -> list[str]:
-    """Each item's most frequent title in the train window ('' for items bought only after the cut)."""
-    titles = split.train.groupby("item_id")["title"].agg(lambda t: t.value_counts().index[0])
-    return titles.reindex(split.items).fillna("").tolist()
-
-
 def zero_shot_mean_history(split: Split, model_name: str) -> np.ndarray:
     """The base model, no fine-tuning: a user is the mean of their past items' title vectors."""
     from scoring.training.finetune import load_model
     from scoring.training.text_vectors import encode
 
     model = load_model(model_name, "cpu", 64)
-    vectors = encode(model, item_titles(split), 256, "item titles (zero-shot)")
+    vectors = encode(model, split.titles.tolist(), 256, "item titles (zero-shot)")
     mine = user_item_matrix(split, split.users)
     users = np.asarray(mine @ vectors) / np.maximum(np.asarray(mine.sum(axis=1)), 1)
     return users @ vectors.T
+
+
+def tfidf_title_history(split: Split) -> np.ndarray:
+    """TF-IDF of the catalogue's titles (words and word pairs, sublinear counts), a user the mean of their
+    past items' vectors, scored by cosine: the lexical content peer, which reads a new item's title as the
+    encoders do. scikit-learn's vectorizer, the reference implementation of this baseline."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    items = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(split.titles.tolist())
+    users = normalize(user_item_matrix(split, split.users) @ items)
+    return np.asarray((users @ items.T).todense(), dtype=np.float32)
 
 
 def decayed_repurchase(split: Split, half_life_days: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 """reports/evaluation.html: for each cut, a table of every metric with its interval, the target, the ranker's
-AUC and the tuned peers' knobs, then the plots: NDCG and recall over all and novel items, precision, F1, MAP
-and hit rate, the NDCG-against-diversity trade-off, the top and discover lists, candidate recall and the
-ranker's importances."""
+AUC and the tuned peers' knobs, the new-items table and its target, the ablation table, then the plots:
+NDCG and recall over all, novel and new items, precision, F1, MAP and hit rate, the ablation, the
+NDCG-against-diversity trade-off, the top and discover lists, candidate recall and the ranker's
+importances."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def cut_figures(name: str, cut: dict) -> list[go.Figure]:
             names,
             {
                 label: [methods[m][metric + suffix] for m in names]
-                for suffix, label in (("", "all items"), ("_novel", "novel items"))
+                for suffix, label in (("", "all items"), ("_novel", "novel items"), ("_new", "new items"))
             },
         )
         for metric, title in ((f"ndcg@{k}", "NDCG"), (f"recall@{k}", "Recall"))
@@ -61,6 +62,17 @@ def cut_figures(name: str, cut: dict) -> list[go.Figure]:
                     ("map", "MAP"),
                     ("hit_rate", "hit rate"),
                 )
+            },
+        )
+    )
+    rows = cut["ablation"]["rows"]
+    out.append(
+        _bars(
+            f"{at}: what BERT adds, Aisle's NDCG@{k} by encoder (ablation)",
+            list(rows),
+            {
+                label: [rows[row][f"ndcg@{k}{suffix}"] for row in rows]
+                for suffix, label in (("", "all items"), ("_novel", "novel items"), ("_new", "new items"))
             },
         )
     )
@@ -140,6 +152,8 @@ def cut_section(name: str, cut: dict) -> str:
         f"<p>Tuned peers' knobs, chosen on the last {protocol['validation_days']} days of the train window "
         f"and frozen:</p><ul>{knobs}</ul>"
         + table(metrics_frame(cut))
+        + new_items_section(cut["new_items"], k)
+        + ablation_section(cut["ablation"], k)
         + "<p>Aisle's top list at each diversity setting, and the top list beside the discover list:</p>"
         + table(_text_frame(cut["diversity_tradeoff"], "setting", (f"ndcg@{k}", f"diversity@{k}")))
         + table(
@@ -149,6 +163,45 @@ def cut_section(name: str, cut: dict) -> str:
                 (f"ndcg@{k}", f"ndcg@{k}_novel", "new_items_per_list"),
             )
         )
+    )
+
+
+def new_items_section(new: dict, k: int) -> str:
+    """The new-items table and its target, as HTML."""
+    head = (
+        f"<h3>New items</h3><p>{new['items']:,} items first sold in the test window, listed at the cut with "
+        f"their titles and no sales; {new['share_of_test_items']:.1%} of the evaluated users' test items; "
+        f"{new['users']:,} users bought one. Over new items, only they are in the truth and the list.</p>"
+    )
+    rows = [{"method": method, **row} for method, row in new["methods"].items()]
+    columns = (f"ndcg@{k}_new", f"recall@{k}_new", f"ndcg@{k}", f"recall@{k}")
+    t = new.get("target")
+    verdict = (
+        f"<p>Target on new items: Aisle {t['aisle']:.3f} / {html.escape(t['best_peer'])} {t['peer']:.3f} = "
+        f"{t['ratio']:.3f}, at least {TARGET_RATIO:.2f} ({'met' if t['met'] else 'not met'}).</p>"
+        if t
+        else "<p>No evaluated user bought a new item: no target.</p>"
+    )
+    return head + table(_text_frame(rows, "method", columns)) + verdict
+
+
+def ablation_section(part: dict, k: int) -> str:
+    """The ablation table, as HTML: each row's NDCG@k in every view and the fine-tuned row's lead over it."""
+    columns = tuple(
+        f"{prefix}ndcg@{k}{suffix}"
+        for prefix in ("", "fine_tuned_lead_")
+        for suffix in ("", "_novel", "_new")
+    )
+    rows = [
+        {"row": name, **{c: row.get(c, "") for c in columns}, "holdout NDCG": row["holdout_ndcg"]}
+        for name, row in part["rows"].items()
+    ]
+    return (
+        f"<h3>What BERT adds (ablation)</h3><p>Aisle's stages rerun without the encoder's candidates and "
+        f"features, and with the base model's zero-shot vectors; the run shipped the "
+        f"{html.escape(str(part['encoder_shipped']))} encoder. A lead is the fine-tuned row's minus this "
+        "row's, with a paired 95% bootstrap interval.</p>"
+        + table(_text_frame(rows, "row", (*columns, "holdout NDCG")))
     )
 
 

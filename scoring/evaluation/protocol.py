@@ -5,9 +5,12 @@ Online Retail's purchases are read from the raw file, independently of Aisle's o
 Quantity > 0, UnitPrice > 0, a CustomerID, a non-'C' invoice and a product stock code); the shops and their
 cuts are in scoring/evaluation/shops.py. The train window is before the cut and the test window from it on,
 to a test end or the end of the data; the evaluated users have a purchase on each side; the truth is the
-set of distinct items a user bought in the test window. Per user: recall, NDCG (binary gain), precision,
-F1, average precision and hit rate at K, over all items and over novel items (the user's past items
-removed from the truth and from the list); per list: catalogue coverage, intra-list diversity by category
+set of distinct items a user bought in the test window. The catalogue at the cut holds every item bought
+in either window, with its title: an item first sold in the test window is a new item, which a method can
+reach only from its title (every method is told the same items exist). Per user: recall, NDCG (binary
+gain), precision, F1, average precision and hit rate at K, in three views (VIEWS): over all items, over
+novel items (the user's past items removed from the truth and from the list) and over new items (only
+new items in the truth and in the list); per list: catalogue coverage, intra-list diversity by category
 and novelty (mean popularity rank). Definitions: docs/protocols.md.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -37,6 +41,8 @@ USER_METRICS = {  # name in the report -> per-user metric at k
     "map": metrics.average_precision_at_k,
     "hit_rate": metrics.hit_ratio_at_k,
 }
+View = Literal["all", "novel", "new"]
+VIEWS: dict[View, str] = {"all": "", "novel": "_novel", "new": "_new"}  # view -> metric name suffix
 
 
 @dataclass
@@ -49,6 +55,9 @@ class Split:
     truth: list[set[int]]  # per evaluated user, positions of items bought in the test window
     past: list[set[int]]  # per evaluated user, positions of items bought in the train window
     cut: pd.Timestamp  # the first instant of the test window
+    titles: np.ndarray  # per item, its most frequent title in the train window, else in the test window
+    # ('' for every item when the purchases carry no title: the pipeline's own tuning windows)
+    new: set[int]  # positions of the items first sold in the test window
 
     def position(self, item_ids: pd.Series) -> np.ndarray:
         return pd.Index(self.items).get_indexer(item_ids)
@@ -91,6 +100,7 @@ def split(purchases: pd.DataFrame, cut: str, test_end: str | None = None) -> Spl
     users = np.array(sorted(set(train["user_id"]) & set(test["user_id"])))
     items = np.array(sorted(set(purchases["item_id"])))
     index = pd.Index(items)
+    sold_before = set(train["item_id"])
 
     def sets(frame: pd.DataFrame) -> list[set[int]]:
         frame = frame[frame["user_id"].isin(set(users))]
@@ -98,7 +108,31 @@ def split(purchases: pd.DataFrame, cut: str, test_end: str | None = None) -> Spl
         grouped = pd.Series(positions).groupby(frame["user_id"].to_numpy()).agg(lambda p: set(p[p >= 0]))
         return [grouped.get(u, set()) for u in users]
 
-    return Split(train=train, users=users, items=items, truth=sets(test), past=sets(train), cut=cut_ts)
+    return Split(
+        train=train,
+        users=users,
+        items=items,
+        truth=sets(test),
+        past=sets(train),
+        cut=cut_ts,
+        titles=_titles(train, test, items),
+        new={i for i, item in enumerate(items) if item not in sold_before},
+    )
+
+
+def _titles(train: pd.DataFrame, test: pd.DataFrame, items: np.ndarray) -> np.ndarray:
+    """Each item's most frequent title in the train window; a new item's, in the test window (its listing,
+    which the catalogue at the cut shows)."""
+    if "title" not in train:
+        return np.full(len(items), "", dtype=object)
+
+    def most_frequent(frame: pd.DataFrame) -> pd.Series:
+        counts = frame.groupby(["item_id", "title"]).size().reset_index(name="n")
+        counts = counts.sort_values(["item_id", "n", "title"], ascending=[True, False, True])
+        return counts.drop_duplicates("item_id").set_index("item_id")["title"]
+
+    titles = most_frequent(train).combine_first(most_frequent(test))
+    return titles.reindex(items).fillna("").to_numpy(dtype=object)
 
 
 def user_item_matrix(split: Split, users: np.ndarray, binary: bool = True) -> sp.csr_matrix:
@@ -127,30 +161,36 @@ def list_scores(lists: pd.DataFrame, split: Split) -> np.ndarray:
 
 
 def user_lists(
-    scores: np.ndarray, split: Split, novel: bool, k: int = K
+    scores: np.ndarray, split: Split, view: View, k: int = K
 ) -> tuple[list[np.ndarray], list[set[int]]]:
     """Each evaluated user's top k (item positions, best first) and truth, from a (users x items) score
-    matrix (-inf = unscored). With `novel`, the user's past items leave the truth and the list, and users
-    left with no truth are left out."""
+    matrix (-inf = unscored), in one of VIEWS: `all` as it is; `novel` without the user's past items, in
+    the truth and the list; `new` with only new items (split.new), in the truth and the list. In the last
+    two, users left with no truth are left out."""
     lists, truths = [], []
+    hidden = np.ones(len(split.items), dtype=bool)
+    hidden[list(split.new)] = False  # view `new` hides every item but the new ones
     for row, truth, past in zip(scores, split.truth, split.past, strict=True):
-        if novel:
+        if view == "novel":
             truth = truth - past
-            if not truth:
-                continue
             row = row.copy()
             row[list(past)] = -np.inf
+        elif view == "new":
+            truth = truth & split.new
+            row = np.where(hidden, -np.inf, row)
+        if view != "all" and not truth:
+            continue
         lists.append(metrics.top_k(row, k))
         truths.append(truth)
     return lists, truths
 
 
 def per_user_metrics(
-    scores: np.ndarray, split: Split, novel: bool, k: int = K, names: Iterable[str] = tuple(USER_METRICS)
+    scores: np.ndarray, split: Split, view: View, k: int = K, names: Iterable[str] = tuple(USER_METRICS)
 ) -> dict[str, np.ndarray]:
-    """The metrics `names` (of USER_METRICS, every one by default) per evaluated user (see `user_lists`
-    for `novel`)."""
-    lists, truths = user_lists(scores, split, novel, k)
+    """The metrics `names` (of USER_METRICS, every one by default) per evaluated user, in one of VIEWS
+    (see `user_lists`)."""
+    lists, truths = user_lists(scores, split, view, k)
     return {
         name: np.array(
             [USER_METRICS[name](truth, top, k) for top, truth in zip(lists, truths, strict=True)], dtype=float
@@ -177,16 +217,16 @@ def bootstrap(values: np.ndarray, seed: int = 0, n: int = 1000) -> dict[str, flo
 def score_table(
     scores: np.ndarray, split: Split, k: int = K, categories: Mapping[int, Hashable] | None = None
 ) -> dict[str, dict[str, float] | float | int]:
-    """One method's row of the report: each per-user metric over all items and over novel items, with its
-    interval; the lists' catalogue coverage, intra-list diversity by `categories` (item position ->
-    category; an item without one is its own category) and novelty (mean popularity rank); and how many
+    """One method's row of the report: each per-user metric in each of VIEWS, with its interval; the
+    lists' catalogue coverage, intra-list diversity by `categories` (item position -> category; an item
+    without one is its own category) and novelty (mean popularity rank); and how many
     users each covers. The list-level metrics describe the lists over all items, those a shopper sees."""
     table: dict[str, dict[str, float] | float | int] = {}
-    for suffix, novel in (("", False), ("_novel", True)):
-        per_user = per_user_metrics(scores, split, novel, k)
+    for view, suffix in VIEWS.items():
+        per_user = per_user_metrics(scores, split, view, k)
         table |= {f"{name}@{k}{suffix}": bootstrap(values) for name, values in per_user.items()}
         table[f"users{suffix}"] = len(per_user["recall"])
-    lists, _ = user_lists(scores, split, novel=False, k=k)
+    lists, _ = user_lists(scores, split, "all", k)
     ranks = split.popularity_ranks
     table[f"coverage@{k}"] = round(metrics.catalogue_coverage(lists, len(split.items)), 4)
     table[f"diversity@{k}"] = bootstrap(

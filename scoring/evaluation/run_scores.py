@@ -1,5 +1,5 @@
-"""Aisle's own scores on the protocol's split, read from a scoring run folder: the learned ranker, the
-two-tower retrieval of the run's fine-tuned model and of the base model (the fine-tuning ablation), and
+"""Aisle's own scores on the protocol's split, read from a scoring run folder (or an ablation variant's,
+scoring/evaluation/ablation.py): the learned ranker, the two-tower retrieval of the folder's encoder, and
 the recall of each candidate source."""
 
 from __future__ import annotations
@@ -20,24 +20,12 @@ def aisle_scores(run_dir: Path, split: Split) -> np.ndarray:
 
 
 def two_tower_scores(run_dir: Path, split: Split) -> np.ndarray:
-    """Embedding-only ranking of the run's (fine-tuned) model: user history text vs item text."""
+    """Embedding-only ranking of the folder's encoder (the run's: fine-tuned; the zero-shot variant's: the
+    base model): user history text vs item text."""
     users = pd.read_parquet(run_dir / "users.parquet")
     user_vectors = np.load(run_dir / "users_embeddings.npy")
     items = pd.read_parquet(run_dir / "items.parquet")
     item_vectors = np.load(run_dir / "item_embeddings.npy")
-    return _similarity(users, user_vectors, items, item_vectors, split)
-
-
-def two_tower_zero_shot(run_dir: Path, split: Split, model_name: str) -> np.ndarray:
-    """The same history-text query and item text, with the base model before fine-tuning."""
-    from scoring.training.finetune import load_model
-    from scoring.training.text_vectors import encode
-
-    model = load_model(model_name, "cpu", 96)
-    users = pd.read_parquet(run_dir / "users.parquet")
-    items = pd.read_parquet(run_dir / "items.parquet")
-    user_vectors = encode(model, users["query"].tolist(), 128, "user histories (zero-shot)")
-    item_vectors = encode(model, items["text"].tolist(), 128, "items (zero-shot)")
     return _similarity(users, user_vectors, items, item_vectors, split)
 
 

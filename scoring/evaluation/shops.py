@@ -39,6 +39,8 @@ CUTS: dict[str, list[Cut]] = {
     # Main: test the last 30 days. Second: test the 30 days before them. About three trips a window.
     "demo-grocery": [(_days_before_end(30), None), (_days_before_end(60), _days_before_end(30))],
 }
+# The day after Online Retail's last invoice (9 December 2011): the end of its main cut's test window.
+ONLINE_RETAIL_END = "2011-12-10"
 SHOPS = tuple(CUTS)
 TITLES = {"online_retail": "UCI Online Retail", "demo-grocery": "Demo shop, grocery cadence"}
 
@@ -53,7 +55,10 @@ def evaluation_settings(shop: str, base: Settings, cut: Cut) -> Settings:
     data/evaluation/<shop> (shared by its cuts: every run rebuilds the warehouse with its as_of), the data
     before the cut's train end, and the evaluation profile's fine-tuning budget. The label window is as
     long as the test window: the profile's for Online Retail (about three months), the cut's test window
-    for the grocery shop (the weekly rhythm fits several times in it)."""
+    for the grocery shop (the weekly rhythm fits several times in it). The catalogue lists every item
+    sold before the test window's end, with its title (the grocery shop's catalogue file always does;
+    Online Retail's, derived from its invoice lines, through catalogue_as_of): an item first sold in the
+    test window is there at the cut, unsold, as the protocol's new items are for every method."""
     _check(shop)
     train_end, test_end = cut
     data_dir = base.data_dir / "evaluation" / shop
@@ -75,6 +80,7 @@ def evaluation_settings(shop: str, base: Settings, cut: Cut) -> Settings:
             "source": "online_retail",
             "raw_path": own_file or SHARED_ONLINE_RETAIL,
             "label_window_days": base.evaluation_label_window_days,
+            "catalogue_as_of": test_end or ONLINE_RETAIL_END,
         }
     else:
         end = pd.Timestamp(test_end) if test_end else GROCERY_END

@@ -28,7 +28,7 @@ def validation_split(outer: Split, days: int) -> Split:
 
 def objective(scores: np.ndarray, validation: Split, k: int) -> float:
     """Mean of NDCG@k over all items and over novel items on the validation window."""
-    columns = [per_user_metrics(scores, validation, novel, k, ["ndcg"])["ndcg"] for novel in (False, True)]
+    columns = [per_user_metrics(scores, validation, view, k, ["ndcg"])["ndcg"] for view in ("all", "novel")]
     return float(np.mean([column.mean() for column in columns if len(column)]))
 
 

@@ -199,6 +199,7 @@ def budget(settings: Settings, knobs: dict) -> cand.Budget:
         ease_lambda=knobs["ease"],
         ease_max_items=settings.ease_max_items,
         tifu=knobs["tifu_knn"],
+        embedding=settings.embedding_candidates,
     )
 
 

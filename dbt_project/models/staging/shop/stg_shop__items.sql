@@ -45,7 +45,7 @@ typed as (
 -- events' optional title names each item; an item whose events carry none is named by its id).
 clean_events as (
 
-    {{ clean_staged_events(ref('stg_shop__events')) }}
+    {{ clean_staged_events(ref('stg_shop__events'), cut=catalogue_as_of_timestamp()) }}
 
 ),
 

@@ -6,7 +6,7 @@
 
 with clean_events as (
 
-    {{ clean_staged_events(ref('stg_uci_retail__events')) }}
+    {{ clean_staged_events(ref('stg_uci_retail__events'), cut=catalogue_as_of_timestamp()) }}
 
 ),
 
