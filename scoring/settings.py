@@ -492,9 +492,7 @@ class Settings(BaseSettings):
         """A catalogue cut before the as-of cut would hide items that sold before it from every model."""
         cut, catalogue = self.as_of, self.catalogue_as_of
         if cut and catalogue and datetime.fromisoformat(catalogue) < datetime.fromisoformat(cut):
-            raise ValueError(
-                f"catalogue_as_of {catalogue} is before as_of {cut}: it must be at or after it"
-            )
+            raise ValueError(f"catalogue_as_of {catalogue} is before as_of {cut}: it must be at or after it")
         return self
 
     @field_validator("data_dir", "search_evaluation_cache_dir")
