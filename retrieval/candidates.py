@@ -7,11 +7,14 @@
 - als: implicit-feedback matrix factorisation (implicit's ALS) over purchase counts;
 - ease: EASE's top items the user never bought (retrieval/item_models.py);
 - tifu: TIFU-KNN's top items (the user's decayed baskets blended with their nearest neighbours');
-- popular: the items most bought in the last 30 days.
+- popular: the items most bought in the last 30 days;
+- content: the listed items nobody has bought yet whose titles are nearest the user's history
+  (retrieval/content.py): the only source that reaches a new listing before its first sale.
 
 Besides the sources' own columns (0 where a source did not propose the item), every candidate carries its
-EASE and TIFU-KNN scores (`ease_score`, `tifu_score`), whichever source proposed it: the ranker reads them
-as features for repeats and novel items alike.
+EASE, TIFU-KNN and two title scores (MODEL_SCORES: `title_score`, the title's TF-IDF similarity to the
+history, and `title_transfer_score`, the user's purchases of the item's title look-alikes), whichever
+source proposed it: the ranker reads them as features for repeats, novel and new items alike.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from retrieval import content, item_models
 from retrieval import index as faiss_index
-from retrieval import item_models
 from retrieval.ordering import top_k_rows
 
-SOURCES = ("repeat", "co_purchase", "embedding", "als", "ease", "tifu", "popular")
-MODEL_SCORES = ("ease_score", "tifu_score")
+SOURCES = ("repeat", "co_purchase", "embedding", "als", "ease", "tifu", "popular", "content")
+MODEL_SCORES = ("ease_score", "tifu_score", "title_score", "title_transfer_score")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Budget:
     ease_max_items: int = 5_000
     tifu: item_models.TifuParams = item_models.TifuParams()
     embedding: bool = True  # the encoder's FAISS neighbours as a source (settings.embedding_candidates)
+    content_k: int = 50  # unsold items the content source proposes per user
+    title_neighbours: int = 20  # title look-alikes per item of the transfer score
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,11 @@ class Queries:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """The FAISS index over item embeddings, with the item id of each row."""
+    """The FAISS index over item embeddings, with the item id and text (title and category) of each row."""
 
     index: object
     item_ids: np.ndarray
+    texts: np.ndarray
 
 
 def user_item_matrix(
@@ -256,6 +262,11 @@ def generate(
     (ease,) = item_models.ease_grid_scores(
         everyone_binary, binary, [budget.ease_lambda], budget.ease_max_items
     )
+    titles = content.title_vectors(catalogue.texts)
+    mine = user_item_matrix(before, user_ids, item_ids, binary=False)
+    sold = np.asarray(everyone_binary.sum(axis=0)).ravel() > 0
+    title = content.history(mine, titles)
+    title_transfer = content.transfer(mine, titles, sold, budget.title_neighbours)
     frames = [
         repeat(before[before["user_id"].isin(set(user_ids))], as_of, budget.half_life_days),
         co_purchase(binary, user_ids, item_ids, budget.k, similarity=item_similarity(everyone_binary)),
@@ -263,10 +274,13 @@ def generate(
         from_matrix(ease, user_ids, item_ids, budget.k, "ease", exclude=binary),
         from_matrix(tifu, user_ids, item_ids, budget.k, "tifu"),
         popular(before, user_ids, as_of, budget.popular_k, budget.popular_days),
+        from_matrix(np.where(sold, 0.0, title), user_ids, item_ids, budget.content_k, "content"),
     ]
     if budget.embedding:
         frames.insert(0, embedding(catalogue.index, queries.vectors, user_ids, item_ids, budget.k))
     merged = merge(frames)
     merged["ease_score"] = lookup(ease, user_ids, item_ids, merged)
     merged["tifu_score"] = lookup(tifu, user_ids, item_ids, merged)
+    merged["title_score"] = lookup(title, user_ids, item_ids, merged)
+    merged["title_transfer_score"] = lookup(title_transfer, user_ids, item_ids, merged)
     return merged

@@ -181,6 +181,15 @@ class Settings(BaseSettings):
 
     # --- retrieval and ranking ----------------------------------------------------------------
     candidates_k: int = Field(100, description="Candidates retrieved per user before ranking.")
+    content_candidates_k: int = Field(
+        50,
+        ge=0,
+        description="Listed items nobody has bought yet that the content source proposes per user, by their "
+        "titles' TF-IDF similarity to the user's history (retrieval/content.py).",
+    )
+    title_neighbours: int = Field(
+        20, ge=1, description="Title look-alikes per item in the ranker's title_transfer_score feature."
+    )
     embedding_candidates: bool = Field(
         True,
         description="Whether the encoder's FAISS neighbours of a user's history are a candidate source (and "

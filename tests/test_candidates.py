@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from retrieval import candidates as cand
+from retrieval import content as content_module
 from retrieval import index as faiss_index
 
 AS_OF = pd.Timestamp("2026-01-31")
@@ -29,6 +30,7 @@ def _lines() -> pd.DataFrame:
 
 USERS = np.array(["u1", "u2", "u3", "u4"])
 ITEMS = np.array(["a", "b", "c", "d"])
+TEXTS = np.array(["red heart mug", "blue star plate", "red heart jar", "garden gnome"])
 
 
 def test_co_purchase_proposes_items_bought_by_similar_users_never_own_items() -> None:
@@ -83,7 +85,7 @@ def test_generate_merges_every_source_into_one_row_per_pair() -> None:
     lines = _lines()
     index, _ = faiss_index.build(np.eye(4, dtype=np.float32), ann_threshold=100)
     queries = cand.Queries(USERS, np.eye(4, dtype=np.float32))
-    catalogue = cand.Catalogue(index, ITEMS)
+    catalogue = cand.Catalogue(index, ITEMS, TEXTS)
     budget = cand.Budget(k=2, popular_k=1, als_dim=4, seed=0)
     merged = cand.generate(lines, queries, catalogue, AS_OF, budget)
     assert set(merged.columns) >= {*cand.SOURCES, "source"}
@@ -99,7 +101,7 @@ def test_without_the_embedding_source_no_candidate_comes_from_the_encoder() -> N
     """`embedding_candidates` off (the evaluation's ablation): the other sources propose the same pairs
     with the same scores, and the embedding column is zero everywhere."""
     index, _ = faiss_index.build(np.eye(4, dtype=np.float32), ann_threshold=100)
-    queries, catalogue = cand.Queries(USERS, np.eye(4, dtype=np.float32)), cand.Catalogue(index, ITEMS)
+    queries, catalogue = cand.Queries(USERS, np.eye(4, dtype=np.float32)), cand.Catalogue(index, ITEMS, TEXTS)
     budget = cand.Budget(k=2, popular_k=1, als_dim=4, seed=0)
     both = cand.generate(_lines(), queries, catalogue, AS_OF, budget)
     without = cand.generate(_lines(), queries, catalogue, AS_OF, replace(budget, embedding=False))
@@ -109,3 +111,30 @@ def test_without_the_embedding_source_no_candidate_comes_from_the_encoder() -> N
     pd.testing.assert_frame_equal(
         proposed.reset_index(drop=True), without.drop(columns=["embedding", "source"]).reset_index(drop=True)
     )
+
+
+def test_a_listed_item_nobody_bought_reaches_a_shopper_by_its_title() -> None:
+    """The content source proposes unsold items whose titles are near the user's history, and every
+    candidate carries the two title scores the ranker reads."""
+    items = np.array(["a", "b", "e", "f"])
+    texts = np.array(["red heart mug", "blue star plate", "red heart jar", "garden gnome"])
+    lines = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["a", "a", "b"],
+            "ordered_at": pd.to_datetime(["2026-01-02", "2026-01-09", "2026-01-03"]),
+        }
+    )
+    index, _ = faiss_index.build(np.eye(4, dtype=np.float32), ann_threshold=100)
+    queries = cand.Queries(np.array(["u1", "u2"]), np.eye(4, dtype=np.float32)[[1, 3]])
+    budget = cand.Budget(k=1, popular_k=1, als_dim=2, seed=0)
+    merged = cand.generate(lines, queries, cand.Catalogue(index, items, texts), AS_OF, budget)
+    content = merged[merged["content"] > 0]
+    assert list(zip(content["user_id"], content["item_id"], strict=True)) == [("u1", "e")]
+    row = merged.set_index(["user_id", "item_id"]).loc[("u1", "e")]
+    assert row["source"] == "content" and row["title_score"] > 0
+    # u1 bought e's look-alike a twice: the transfer score counts both, weighted by their similarity
+    vectors = content_module.title_vectors(texts)
+    similarity = float((vectors[0] @ vectors[2].T).toarray()[0, 0])
+    assert row["title_transfer_score"] == pytest.approx(2 * similarity, rel=1e-5)
+    assert {"title_score", "title_transfer_score"} <= set(merged.columns)

@@ -299,7 +299,7 @@ def test_candidates_of_a_user_do_not_depend_on_who_else_is_scored() -> None:
     vectors = rng.normal(size=(len(items), 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index, _ = faiss_index.build(vectors, ann_threshold=100)
-    catalogue = cand.Catalogue(index, items)
+    catalogue = cand.Catalogue(index, items, np.array([f"gift {i % 5} colour {i % 3}" for i in range(25)]))
     everyone = np.array(sorted(users))
     queries = rng.normal(size=(len(everyone), 8)).astype(np.float32)
     budget = cand.Budget(k=10, popular_k=5, als_dim=8, als_iterations=5)

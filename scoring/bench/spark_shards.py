@@ -79,7 +79,7 @@ def bench_spark_shards(
             )
             vectors = vectors[vectors["user_id"].isin(chosen)]
             item_vectors = np.load(run.path("item_embeddings.npy"))
-            job = sharded.candidates_job(spark, settings, run, items["item_id"].to_numpy(), item_vectors)
+            job = sharded.candidates_job(spark, settings, run, items, item_vectors)
             return spark.createDataFrame(vectors, "user_id string, vector array<float>"), job
         candidates = spark.read.parquet(str(run.path("candidates.parquet"))).where(
             col("user_id").isin(chosen)

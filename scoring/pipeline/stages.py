@@ -200,6 +200,8 @@ def budget(settings: Settings, knobs: dict) -> cand.Budget:
         ease_max_items=settings.ease_max_items,
         tifu=knobs["tifu_knn"],
         embedding=settings.embedding_candidates,
+        content_k=settings.content_candidates_k,
+        title_neighbours=settings.title_neighbours,
     )
 
 
@@ -208,7 +210,9 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
     as_of, label_start = _times(run)
     lines = purchases(settings)
     items = pd.read_parquet(run.path("items.parquet"))
-    catalogue = cand.Catalogue(faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy())
+    catalogue = cand.Catalogue(
+        faiss_index.load(run.path("items.faiss")), items["item_id"].to_numpy(), items["text"].to_numpy()
+    )
     knobs, tuned = _source_knobs(settings, lines[lines["ordered_at"] < as_of], label_start, run.root)
     frames = {}
     for users_file, at, out in (

@@ -236,7 +236,9 @@ def score_users(
     with run_folder.stage("candidates") as record:
         items = pd.read_parquet(run_folder.path("items.parquet"))
         catalogue = cand.Catalogue(
-            faiss_index.load(run_folder.path("items.faiss")), items["item_id"].to_numpy()
+            faiss_index.load(run_folder.path("items.faiss")),
+            items["item_id"].to_numpy(),
+            items["text"].to_numpy(),
         )
         knobs = stages.recorded_knobs(parent.manifest["stages"]["candidates"]["source_knobs"])
         queries = cand.Queries(

@@ -189,7 +189,7 @@ def candidates_job(
     spark: SparkSession,
     settings: Settings,
     run: RunFolder,
-    item_ids: np.ndarray,
+    items: pd.DataFrame,
     item_vectors: np.ndarray,
 ) -> ShardJob:
     """Rows (user_id, vector) -> the users' merged candidates (`candidates.generate`), with the run's
@@ -204,12 +204,17 @@ def candidates_job(
     )
     index, _ = faiss_index.build(item_vectors, settings.ann_threshold, k=settings.candidates_k)
     shared = spark.sparkContext.broadcast(
-        {"lines": stages.purchases(settings), "index": faiss.serialize_index(index), "item_ids": item_ids}
+        {
+            "lines": stages.purchases(settings),
+            "index": faiss.serialize_index(index),
+            "item_ids": items["item_id"].to_numpy(),
+            "texts": items["text"].to_numpy(),
+        }
     )
 
     def load() -> Any:
         value = shared.value
-        catalogue = cand.Catalogue(faiss.deserialize_index(value["index"]), value["item_ids"])
+        catalogue = cand.Catalogue(faiss.deserialize_index(value["index"]), value["item_ids"], value["texts"])
         return value["lines"], catalogue
 
     def work(state: Any, rows: pd.DataFrame) -> pd.DataFrame:
@@ -305,11 +310,12 @@ def score_sharded(spark: SparkSession, settings: Settings, run_dir: Path, out_di
         record[name] = _write(
             spark, texts, embed_job(settings, model_dir, key, text, cache), out_dir / name, settings
         )
-    item_ids = pd.read_parquet(run.path("items.parquet"), columns=["item_id"])["item_id"].to_numpy()
+    catalogue = pd.read_parquet(run.path("items.parquet"), columns=["item_id", "text"])
+    item_ids = catalogue["item_id"].to_numpy()
     items = spark.read.parquet(str(out_dir / "item_embeddings")).toPandas()
     item_vectors = _vectors(items, "item_id", item_ids)
     users = spark.read.parquet(str(out_dir / "user_embeddings"))
-    job = candidates_job(spark, settings, run, item_ids, item_vectors)
+    job = candidates_job(spark, settings, run, catalogue, item_vectors)
     record["candidates"] = _write(spark, users, job, out_dir / "candidates", settings)
     candidates = spark.read.parquet(str(out_dir / "candidates"))
     record.update(rank_and_choose(spark, settings, run, candidates, item_vectors, out_dir))
