@@ -228,9 +228,22 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     )
     wide = wide.reindex(columns=list(SOURCES), fill_value=0.0).reset_index()
     wide.columns.name = None
-    present = wide[list(SOURCES)].to_numpy() > 0
-    wide["source"] = np.array(SOURCES)[present.argmax(axis=1)]
+    wide["source"] = _reasons(wide)
     return wide
+
+
+def _reasons(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's first source in SOURCES order with a score: the reason it is a candidate."""
+    return np.array(SOURCES)[(frame[list(SOURCES)].to_numpy() > 0).argmax(axis=1)]
+
+
+def without_source(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Merged candidates as if `source` had proposed nothing: the rows only it proposed left out, its
+    column zero, and each row's reason the first of the other sources (what `generate` returns without
+    it)."""
+    others = [s for s in SOURCES if s != source]
+    kept = frame[(frame[others].to_numpy() > 0).any(axis=1)].assign(**{source: 0.0})
+    return kept.assign(source=_reasons(kept))
 
 
 def generate(

@@ -190,10 +190,12 @@ class Settings(BaseSettings):
     title_neighbours: int = Field(
         20, ge=1, description="Title look-alikes per item in the ranker's title_transfer_score feature."
     )
-    embedding_candidates: bool = Field(
-        True,
+    embedding_candidates: Literal["gated", "always", "never"] = Field(
+        "gated",
         description="Whether the encoder's FAISS neighbours of a user's history are a candidate source (and "
-        "so the ranker's embedding features). `aisle evaluate` turns it off to measure what BERT adds.",
+        "so the ranker's embedding features): `gated` keeps them only when the ranker fitted with them beats "
+        "the ranker fitted without them on the label window's held-out users (each night, in the rank "
+        "stage); `always`; `never` (what `aisle evaluate`'s ablation measures).",
     )
     top_n: int = Field(20, description="Recommendations published per user.")
     serve_candidates: int = Field(

@@ -111,6 +111,11 @@ def test_without_the_embedding_source_no_candidate_comes_from_the_encoder() -> N
     pd.testing.assert_frame_equal(
         proposed.reset_index(drop=True), without.drop(columns=["embedding", "source"]).reset_index(drop=True)
     )
+    # Dropping the source from merged candidates (the rank stage's embedding gate) gives the same frame,
+    # each row's reason included.
+    pd.testing.assert_frame_equal(
+        cand.without_source(both, "embedding").reset_index(drop=True), without.reset_index(drop=True)
+    )
 
 
 def test_a_listed_item_nobody_bought_reaches_a_shopper_by_its_title() -> None:

@@ -372,11 +372,12 @@ def _cut_report() -> dict:
         ),
         "ablation": {
             "encoder_shipped": "fine_tuned",
+            "embedding_gate": {"holdout_ndcg_with": 0.41, "holdout_ndcg_without": 0.42, "kept": False},
             **ablation.report(
-                {name: SCORES for name in (*ablation.VARIANTS, ablation.FINE_TUNED)},
+                {name: SCORES for name in (*ablation.VARIANTS, ablation.SHIPPED)},
                 split,
                 20,
-                {name: {"ndcg": 0.4, "auc": 0.8} for name in (*ablation.VARIANTS, ablation.FINE_TUNED)},
+                {name: {"ndcg": 0.4, "auc": 0.8} for name in (*ablation.VARIANTS, ablation.SHIPPED)},
             ),
         },
         "ranker_auc": 0.8123,
@@ -404,6 +405,7 @@ def test_the_page_shows_each_cut_with_its_tables_and_plots(tmp_path: Path) -> No
     assert "NDCG@20 against intra-list diversity" in page and "f1@20_novel" in page
     assert "Aisle 0.300 / ease 0.200 = 1.500 (met)" in page
     assert "2 items first sold in the test window" in page and "What BERT adds (ablation)" in page
+    assert "gate dropped the encoder's candidates (holdout NDCG 0.41 with them, 0.42 without)" in page
     assert (
         "Target on new items: Aisle 0.816 / tfidf_title_history 0.816 = 1.000, at least 1.10 (not met)"
         in page
@@ -455,18 +457,24 @@ def test_evaluate_reports_every_method_and_figure_on_a_tiny_run(
     new = report["new_items"]
     assert set(new["methods"]) == set(evaluation_cli.NEW_ITEMS_METHODS)
     assert (new["items"], new["users"]) == (len(split.new), methods["aisle"]["users_new"])
-    # The ablation reran the run's candidates and rank stages beside it, without the encoder's candidates
-    # and with zero-shot vectors: only the latter proposes embedding candidates, with other vectors.
-    without, zero_shot = (run_dir / "ablation" / v for v in ablation.VARIANTS)
+    # The ablation reran the run's candidates and rank stages beside it, without the encoder's candidates,
+    # with zero-shot vectors and with the run's: only the last two propose embedding candidates, each
+    # from its own vectors, and neither is gated.
+    without, zero_shot, fine_tuned = (run_dir / "ablation" / v for v in ablation.VARIANTS)
     assert (pd.read_parquet(without / "candidates.parquet")["embedding"] == 0).all()
-    assert (pd.read_parquet(zero_shot / "candidates.parquet")["embedding"] > 0).any()
+    for folder in (zero_shot, fine_tuned):
+        assert (pd.read_parquet(folder / "ranked.parquet")["embedding"] > 0).any()
     assert not np.allclose(
         np.load(zero_shot / "item_embeddings.npy"), np.load(run_dir / "item_embeddings.npy")
     )
     rows = report["ablation"]["rows"]
-    assert list(rows) == [*ablation.VARIANTS, ablation.FINE_TUNED]
-    assert rows[ablation.FINE_TUNED]["ndcg@20"] == methods["aisle"]["ndcg@20"]
+    assert list(rows) == [*ablation.VARIANTS, ablation.SHIPPED]
+    assert rows[ablation.SHIPPED]["ndcg@20"] == methods["aisle"]["ndcg@20"]
     assert rows["without_embeddings"]["ndcg@20"] == methods["aisle_without_embeddings"]["ndcg@20"]
+    gate = report["ablation"]["embedding_gate"]
+    assert gate["kept"] == (gate["holdout_ndcg_with"] > gate["holdout_ndcg_without"])
+    shipped = pd.read_parquet(run_dir / "ranked.parquet")
+    assert (shipped["embedding"] > 0).any() == gate["kept"]
     assert {"value", "ci_low", "ci_high", "adds", "costs"} <= set(
         rows["zero_shot_embeddings"]["fine_tuned_lead_ndcg@20"]
     )

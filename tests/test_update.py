@@ -29,7 +29,7 @@ from retrieval import index as faiss_index
 from scoring.errors import AisleError
 from scoring.features import feature_store
 from scoring.ingest.prepare import next_day, prepare_raw
-from scoring.pipeline import publish, update
+from scoring.pipeline import publish, stages, update
 from scoring.pipeline.build import BUILD_RECORD, build_features
 from scoring.pipeline.lock import RunInProgress
 from scoring.pipeline.run_folder import RunFolder
@@ -329,3 +329,25 @@ def test_published_candidates_are_each_users_best_ranked_candidates() -> None:
         ["v", "a", 1],
     ]
     assert set(pool["run_id"]) == {"run-1"}
+
+
+def test_update_and_shards_follow_the_promoted_runs_embedding_gate() -> None:
+    """`make update` and the Spark shards generate the encoder's candidates only when the run's rank stage
+    kept them (a run from before the gate did), unless the settings say always or never."""
+    gated = Settings(embedding_candidates="gated")
+    dropped = {"stages": {"rank": {"embedding_gate": {"kept": False}}}}
+    kept = {"stages": {"rank": {"embedding_gate": {"kept": True}}}}
+    before = {"stages": {"rank": {}}}
+    assert [stages.embedding_kept(gated, m) for m in (dropped, kept, before)] == [False, True, True]
+    assert stages.embedding_kept(Settings(embedding_candidates="always"), dropped) is True
+    assert stages.embedding_kept(Settings(embedding_candidates="never"), kept) is False
+    knobs = stages.recorded_knobs(
+        {
+            "ease": {"value": 200.0},
+            "decayed_repurchase": {"value": 60.0},
+            "tifu_knn": {"neighbours": 100, "alpha": 0.5, "r_basket": 0.9, "r_group": 0.7, "group_size": 7},
+        }
+    )
+    assert stages.budget(gated, knobs).embedding is True
+    assert stages.budget(gated, knobs, embedding=False).embedding is False
+    assert stages.budget(Settings(embedding_candidates="never"), knobs).embedding is False

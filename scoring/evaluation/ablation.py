@@ -1,6 +1,8 @@
-"""What BERT adds to Aisle: the run's retrieval and ranking stages again, once without the encoder's
-candidates (so without the embedding source and the ranker's embedding features) and once with the base
-model's zero-shot vectors in place of the fine-tuned ones. The run itself is the third, fine-tuned row.
+"""What BERT adds to Aisle: the run's retrieval and ranking stages again, without the encoder's
+candidates (so without the embedding source and the ranker's embedding features), with the base model's
+zero-shot vectors in place of the run's, and with the run's (fine-tuned) vectors, the last two kept
+whatever the rank stage's embedding gate would decide. The run as it shipped, gate and all, is the fourth
+row.
 
 Each variant is a folder beside the run's stages (RUN/ablation/<variant>/) holding the run's items and
 user histories; its stages are the pipeline's own (`embed`, `index`, `candidates`, `rank`), run with the
@@ -25,14 +27,16 @@ from scoring.settings import Settings
 console = Console()
 # Each variant: the settings it changes and the stages it reruns, in order.
 VARIANTS: dict[str, tuple[dict, tuple[str, ...]]] = {
-    "without_embeddings": ({"embedding_candidates": False}, ("candidates", "rank")),
-    "zero_shot_embeddings": ({}, ("embed", "index", "candidates", "rank")),
+    "without_embeddings": ({"embedding_candidates": "never"}, ("candidates", "rank")),
+    "zero_shot_embeddings": ({"embedding_candidates": "always"}, ("embed", "index", "candidates", "rank")),
+    "fine_tuned_embeddings": ({"embedding_candidates": "always"}, ("candidates", "rank")),
 }
 # What a variant starts from: the run's items and user histories, and (for a variant that keeps them) its
 # vectors and index.
 INPUTS = ("items.parquet", "users.parquet", "users_label.parquet")
 VECTORS = ("item_embeddings.npy", "users_embeddings.npy", "users_label_embeddings.npy", "items.faiss")
-FINE_TUNED = "fine_tuned"  # the run's own row
+FINE_TUNED = "fine_tuned_embeddings"  # the row the others are compared with
+SHIPPED = "shipped"  # the run itself
 
 
 def variant_runs(run_dir: Path, settings: Settings) -> dict[str, Path]:
@@ -86,7 +90,7 @@ def report(scores: dict[str, np.ndarray], split: Split, k: int, holdout: dict[st
     """The ablation table: each row's NDCG@k and Recall@k in every view, and the fine-tuned row's lead
     over it, with a paired 95% bootstrap interval (the same users resampled for both rows); `adds` where
     the interval lies above zero, `costs` where below. `scores` and `holdout` (each row's rank-stage
-    holdout record) are keyed by VARIANTS and FINE_TUNED."""
+    holdout record) are keyed by VARIANTS and SHIPPED."""
     rows: dict[str, dict] = {}
     metrics = ("ndcg", "recall")
     per_user = {
@@ -105,4 +109,4 @@ def report(scores: dict[str, np.ndarray], split: Split, k: int, holdout: dict[st
                     lead["costs"] = bool(lead["ci_high"] < 0)
                     row[f"fine_tuned_lead_{metric}@{k}{suffix}"] = lead
         rows[name] = row
-    return {"rows": rows, "order": [*VARIANTS, FINE_TUNED]}
+    return {"rows": rows, "order": [*VARIANTS, SHIPPED]}

@@ -52,6 +52,7 @@ AISLE_OWN = (
     "two_tower_finetuned",
     "aisle_without_embeddings",
     "aisle_zero_shot_embeddings",
+    "aisle_fine_tuned_embeddings",
     "aisle",
 )
 # The peers that read titles, the only ones that can reach an item nobody has bought yet.
@@ -99,6 +100,7 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
         "two_tower_finetuned": run_scores.two_tower_scores(run_dir, split_),
         "aisle_without_embeddings": run_scores.aisle_scores(variants["without_embeddings"], split_),
         "aisle_zero_shot_embeddings": run_scores.aisle_scores(variants["zero_shot_embeddings"], split_),
+        "aisle_fine_tuned_embeddings": run_scores.aisle_scores(variants["fine_tuned_embeddings"], split_),
         "aisle": run_scores.aisle_scores(run_dir, split_),
     }
     results |= {name: table(scores) for name, scores in own.items()}
@@ -118,18 +120,13 @@ def evaluate(run_dir: Path, settings: Settings, split_: Split, test_end: str | N
         "new_items": new_items(results, split_, K),
         "ablation": {
             "encoder_shipped": manifest["stages"]["finetune"].get("encoder", {}).get("shipped"),
+            "embedding_gate": manifest["stages"]["rank"].get("embedding_gate"),
             **ablation.report(
-                {
-                    "without_embeddings": own["aisle_without_embeddings"],
-                    "zero_shot_embeddings": own["aisle_zero_shot_embeddings"],
-                    ablation.FINE_TUNED: own["aisle"],
-                },
+                {name: own[f"aisle_{name}"] for name in ablation.VARIANTS} | {ablation.SHIPPED: own["aisle"]},
                 split_,
                 K,
-                {
-                    **{name: _holdout(folder) for name, folder in variants.items()},
-                    ablation.FINE_TUNED: manifest["stages"]["rank"]["holdout"],
-                },
+                {name: _holdout(folder) for name, folder in variants.items()}
+                | {ablation.SHIPPED: manifest["stages"]["rank"]["holdout"]},
             ),
         },
         "ranker_auc": manifest["stages"]["rank"]["holdout"]["auc"],

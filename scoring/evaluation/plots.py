@@ -196,11 +196,18 @@ def ablation_section(part: dict, k: int) -> str:
         {"row": name, **{c: row.get(c, "") for c in columns}, "holdout NDCG": row["holdout_ndcg"]}
         for name, row in part["rows"].items()
     ]
+    gate = part.get("embedding_gate")
+    verdict = (
+        f" The run's embedding gate {'kept' if gate['kept'] else 'dropped'} the encoder's candidates "
+        f"(holdout NDCG {gate['holdout_ndcg_with']} with them, {gate['holdout_ndcg_without']} without)."
+        if gate
+        else ""
+    )
     return (
-        f"<h3>What BERT adds (ablation)</h3><p>Aisle's stages rerun without the encoder's candidates and "
-        f"features, and with the base model's zero-shot vectors; the run shipped the "
-        f"{html.escape(str(part['encoder_shipped']))} encoder. A lead is the fine-tuned row's minus this "
-        "row's, with a paired 95% bootstrap interval.</p>"
+        f"<h3>What BERT adds (ablation)</h3><p>Aisle's candidates and ranker rerun without the encoder's "
+        f"candidates and features, with the base model's zero-shot vectors and with the run's vectors; the "
+        f"run shipped the {html.escape(str(part['encoder_shipped']))} encoder.{verdict} A lead is the "
+        "fine-tuned row's minus this row's, with a paired 95% bootstrap interval.</p>"
         + table(_text_frame(rows, "row", (*columns, "holdout NDCG")))
     )
 

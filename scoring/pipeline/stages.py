@@ -185,8 +185,9 @@ def recorded_knobs(record: dict) -> dict:
     }
 
 
-def budget(settings: Settings, knobs: dict) -> cand.Budget:
-    """The candidate sources' budget and knobs."""
+def budget(settings: Settings, knobs: dict, embedding: bool | None = None) -> cand.Budget:
+    """The candidate sources' budget and knobs; `embedding` (by default: unless the settings say never)
+    whether the encoder's candidates are a source."""
     return cand.Budget(
         k=settings.candidates_k,
         popular_k=settings.popular_k,
@@ -199,7 +200,7 @@ def budget(settings: Settings, knobs: dict) -> cand.Budget:
         ease_lambda=knobs["ease"],
         ease_max_items=settings.ease_max_items,
         tifu=knobs["tifu_knn"],
-        embedding=settings.embedding_candidates,
+        embedding=settings.embedding_candidates != "never" if embedding is None else embedding,
         content_k=settings.content_candidates_k,
         title_neighbours=settings.title_neighbours,
     )
@@ -237,25 +238,67 @@ def retrieve(settings: Settings, run: RunFolder) -> dict:
 
 def rank_candidates(settings: Settings, run: RunFolder) -> dict:
     """Train the ranker on the label window (bar the held-out users), measure it on the held-out users,
-    then score every live candidate: ranked.parquet, which the select stage turns into lists."""
+    then score every live candidate: ranked.parquet, which the select stage turns into lists. With
+    `embedding_candidates` gated, a ranker is also fitted without the encoder's candidates, and the
+    encoder's stay only if the ranker fitted with them has the better NDCG on the held-out users (on
+    Online Retail they cost both cuts NDCG, docs/evaluation.md); otherwise they leave the live
+    candidates too, and `make update` and the Spark shards generate none (`embedding_kept`)."""
     as_of, label_start = _times(run)
     lines = purchases(settings)
     window = lines[(lines["ordered_at"] >= label_start) & (lines["ordered_at"] < as_of)]
-    train = rank.with_features(settings, pd.read_parquet(run.path("candidates_label.parquet")), label_start)
-    label = rank.labels(train, window)
-    held = held_out(train["user_id"], settings.holdout_share)
-    ranker = rank.Ranker.from_settings(settings).fit(train[~held], label[~held])
+    labelled = pd.read_parquet(run.path("candidates_label.parquet"))
+    variants = {"with": labelled}
+    if settings.embedding_candidates == "gated":
+        variants["without"] = cand.without_source(labelled, "embedding")
+    fits = {}
+    for name, frame in variants.items():
+        train = rank.with_features(settings, frame, label_start)
+        label = rank.labels(train, window)
+        held = held_out(train["user_id"], settings.holdout_share)
+        ranker = rank.Ranker.from_settings(settings).fit(train[~held], label[~held])
+        fits[name] = (train, label, held, ranker)
+    gate_record = _embedding_gate(fits, window, settings.top_n) if len(fits) > 1 else None
+    chosen = "with" if gate_record is None or gate_record["kept"] else "without"
+    train, label, held, ranker = fits[chosen]
     ranker.save(run.root)
     holdout = _holdout(train[held].assign(label=label[held]), ranker, window, run, settings.top_n)
-    ranked = score(settings, ranker, pd.read_parquet(run.path("candidates.parquet")), as_of)
+    live = pd.read_parquet(run.path("candidates.parquet"))
+    if chosen == "without":
+        live = cand.without_source(live, "embedding")
+    ranked = score(settings, ranker, live, as_of)
     ranked.to_parquet(run.path("ranked.parquet"), index=False)
     return {
         "rows": len(ranked),
         "users": int(ranked["user_id"].nunique()),
         "ranker": ranker.stats,
         "holdout": holdout,
+        "embedding_gate": gate_record,
         "importances": ranker.importances(),
     }
+
+
+def _embedding_gate(fits: dict, window: pd.DataFrame, k: int) -> dict:
+    """Each variant's NDCG@k on its held-out users (the same users: held out by id), and whether the
+    encoder's candidates are kept: only when the ranker fitted with them is strictly better."""
+    ndcg = {}
+    for name, (train, _, held, ranker) in fits.items():
+        scored = train[held].assign(score=ranker.predict(train[held]) if held.any() else [])
+        truth = window[window["user_id"].isin(set(scored["user_id"]))][["user_id", "item_id"]]
+        ndcg[name] = round(rank.holdout_ndcg(scored, truth.drop_duplicates(), "score", k), 4)
+    return {
+        "holdout_ndcg_with": ndcg["with"],
+        "holdout_ndcg_without": ndcg["without"],
+        "kept": bool(ndcg["with"] > ndcg["without"]),
+    }
+
+
+def embedding_kept(settings: Settings, manifest: dict) -> bool:
+    """Whether a run's ranker reads the encoder's candidates: what its rank stage's gate decided (a run
+    from before the gate: yes), unless the settings say always or never."""
+    if settings.embedding_candidates != "gated":
+        return settings.embedding_candidates == "always"
+    gate_record = manifest["stages"]["rank"].get("embedding_gate") or {}
+    return bool(gate_record.get("kept", True))
 
 
 def score(

@@ -245,7 +245,10 @@ def score_users(
             change.queries["user_id"].to_numpy(), np.load(run_folder.path("users_embeddings.npy"))
         )
         lines = stages.purchases(settings)
-        candidates = cand.generate(lines, queries, catalogue, as_of, stages.budget(settings, knobs))
+        embedding = stages.embedding_kept(settings, parent.manifest)
+        candidates = cand.generate(
+            lines, queries, catalogue, as_of, stages.budget(settings, knobs, embedding=embedding)
+        )
         candidates.to_parquet(run_folder.path("candidates.parquet"), index=False)
         record.update(rows=len(candidates), by_source=candidates["source"].value_counts().to_dict())
     with run_folder.stage("rank") as record:

@@ -200,7 +200,9 @@ def candidates_job(
 
     as_of = _as_of(run)
     budget = stages.budget(
-        settings, stages.recorded_knobs(run.manifest["stages"]["candidates"]["source_knobs"])
+        settings,
+        stages.recorded_knobs(run.manifest["stages"]["candidates"]["source_knobs"]),
+        embedding=stages.embedding_kept(settings, run.manifest),
     )
     index, _ = faiss_index.build(item_vectors, settings.ann_threshold, k=settings.candidates_k)
     shared = spark.sparkContext.broadcast(
