@@ -4,7 +4,7 @@ every candidate.
 Collaborative sources (co-purchase, ALS, EASE, TIFU-KNN, repurchase, popularity) cannot score an item
 before its first sale, and the encoder's nearest neighbours of a whole history rarely reach one: on Online
 Retail's main cut, TF-IDF title similarity to the history ordered the new items of the test window twice
-as well as Aisle's ranker did (NDCG@20 over new items 0.175 against 0.076, docs/protocols.md). Two scores,
+as well as Aisle's ranker did (NDCG@20 over new items 0.175 against 0.076, docs/evaluation.md). Two scores,
 both dense (users x items), as TIFU-KNN's are:
 
 - `history`: cosine between an item's TF-IDF vector (words and word pairs of its text, sublinear counts;

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval import candidates as cand
-from retrieval import item_models
+from retrieval import content, item_models
 from scoring.evaluation.protocol import Split, user_item_matrix
 
 
@@ -62,15 +62,10 @@ def zero_shot_mean_history(split: Split, model_name: str) -> np.ndarray:
 
 
 def tfidf_title_history(split: Split) -> np.ndarray:
-    """TF-IDF of the catalogue's titles (words and word pairs, sublinear counts), a user the mean of their
-    past items' vectors, scored by cosine: the lexical content peer, which reads a new item's title as the
-    encoders do. scikit-learn's vectorizer, the reference implementation of this baseline."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import normalize
-
-    items = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(split.titles.tolist())
-    users = normalize(user_item_matrix(split, split.users) @ items)
-    return np.asarray((users @ items.T).todense(), dtype=np.float32)
+    """TF-IDF of the catalogue's titles (retrieval/content.py: words and word pairs, sublinear counts), a
+    user the mean of their past items' vectors, scored by cosine: the lexical content peer, which reads a
+    new item's title as the encoders do."""
+    return content.history(user_item_matrix(split, split.users), content.title_vectors(split.titles))
 
 
 def decayed_repurchase(split: Split, half_life_days: float) -> np.ndarray:
