@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval.candidates import MODEL_SCORES, SOURCES
-from scoring.pipeline import publish
+from retrieval.candidates import MODEL_SCORES, SOURCES, without_source
+from scoring.pipeline import publish, stages
 from scoring.pipeline.run_folder import RunFolder
 from scoring.settings import Settings
 
@@ -107,7 +107,13 @@ def test_sharded_ranking_of_the_runs_candidates_is_exact(sharded) -> None:
 def test_sharded_scoring_publishes_the_single_process_lists(sharded) -> None:
     run, whole, _ = sharded
     inputs = [*SOURCES, *MODEL_SCORES]
-    candidates = pd.read_parquet(run.path("candidates.parquet")).merge(
+    # The run's candidates as its ranker scored them: without the encoder's where its gate dropped them,
+    # as the shards then generate them.
+    single = pd.read_parquet(run.path("candidates.parquet"))
+    recorded = {k: v for k, v in run.manifest["settings"].items() if k != "serve_token"}
+    if not stages.embedding_kept(Settings(**recorded), run.manifest):
+        single = without_source(single, "embedding")
+    candidates = single.merge(
         pd.read_parquet(whole / "candidates"), on=["user_id", "item_id"], how="outer", indicator=True
     )
     assert (candidates["_merge"] == "both").all()

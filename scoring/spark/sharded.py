@@ -231,10 +231,12 @@ def candidates_job(
 
 def rank_job(settings: Settings, run: RunFolder) -> ShardJob:
     """Candidate rows -> ranked rows (`stages.score`), with the ranker the run trained, loaded once per
-    shard."""
+    shard; without the encoder's candidates where the run's embedding gate dropped them, as its rank
+    stage scored them."""
     from scoring.ranking import rank
 
     as_of = _as_of(run)
+    kept = stages.embedding_kept(settings, run.manifest)
     root = run.root
     worker_settings = settings.model_copy(update={"engine": "duckdb"})
 
@@ -242,6 +244,7 @@ def rank_job(settings: Settings, run: RunFolder) -> ShardJob:
         return rank.Ranker.load(root, threads=settings.spark_worker_threads)
 
     def work(ranker: Any, rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows if kept else cand.without_source(rows, "embedding")
         return stages.score(worker_settings, ranker, rows, as_of)
 
     return ShardJob("rank", "user_id", RANKED_SCHEMA, load, work)
