@@ -109,4 +109,4 @@ def report(scores: dict[str, np.ndarray], split: Split, k: int, holdout: dict[st
                     lead["costs"] = bool(lead["ci_high"] < 0)
                     row[f"fine_tuned_lead_{metric}@{k}{suffix}"] = lead
         rows[name] = row
-    return {"rows": rows, "order": [*VARIANTS, SHIPPED]}
+    return {"rows": rows}

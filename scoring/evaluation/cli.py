@@ -266,13 +266,14 @@ def print_table(shop: str, name: str, report: dict) -> None:
                 cells.append(f"{value:.3f}")
         table.add_row(method, *cells)
     console.print(table)
-    for column, t in report["target"].items():
+    new = report["new_items"]
+    targets = report["target"] | ({"new": new["target"]} if "target" in new else {})
+    for column, t in targets.items():
         verdict = "met" if t["met"] else "not met"
         console.print(
             f"target NDCG@{k} {column}: aisle {t['aisle']:.3f} / {t['best_peer']} {t['peer']:.3f} = "
             f"{t['ratio']:.3f} (>= {TARGET_RATIO}: {verdict})"
         )
-    new = report["new_items"]
     console.print(
         f"new items: {new['items']:,} first sold in the test window, {new['share_of_test_items']:.1%} of the "
         f"test items, {new['users']:,} users bought one"
@@ -281,12 +282,6 @@ def print_table(shop: str, name: str, report: dict) -> None:
         console.print(
             f"  {method}: NDCG@{k} new {_cell(row[f'ndcg@{k}_new'])}, Recall@{k} new "
             f"{_cell(row[f'recall@{k}_new'])}, NDCG@{k} all {_cell(row[f'ndcg@{k}'])}"
-        )
-    if "target" in new:
-        t = new["target"]
-        console.print(
-            f"target NDCG@{k} new: aisle {t['aisle']:.3f} / {t['best_peer']} {t['peer']:.3f} = "
-            f"{t['ratio']:.3f} (>= {TARGET_RATIO}: {'met' if t['met'] else 'not met'})"
         )
     for name_, row in report["ablation"]["rows"].items():
         views = ", ".join(f"{label} {_cell(row[f'ndcg@{k}{suffix}'])}" for label, suffix in VIEWS.items())
